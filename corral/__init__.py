@@ -1,0 +1,5 @@
+"""corral: a local LLM server that speaks Ollama's API."""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

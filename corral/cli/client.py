@@ -1,0 +1,119 @@
+"""HTTP client for the CLI: JSON calls, NDJSON streams, and starting a server when none runs.
+
+Errors from the server arrive as ``{"error": ...}`` with a status; they become
+``CliError`` with the server's words, which ``main`` prints as one line (no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from corral.config import Settings
+
+__all__ = ["CliError", "ServerClient", "ServerDown"]
+
+
+class CliError(Exception):
+    """An expected failure: printed as one line, exit status 1."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class ServerDown(CliError):
+    """Nothing answers at ``OLLAMA_HOST``."""
+
+
+class ServerClient:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.base_url = settings.host.url
+        self._http = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(None, connect=5))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _down(self) -> ServerDown:
+        return ServerDown(
+            f"could not connect to a corral server at {self.base_url} (OLLAMA_HOST);"
+            " start one with: corral serve"
+        )
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.TransportError:
+            raise self._down() from None
+        if response.status_code >= 400:
+            raise CliError(_error_text(response), response.status_code)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return response.text
+
+    def stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        try:
+            with self._http.stream("POST", path, json=body) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise CliError(_error_text(response), response.status_code)
+                for line in response.iter_lines():
+                    if not line:
+                        continue
+                    event = json.loads(line)
+                    if "error" in event:
+                        raise CliError(str(event["error"]))
+                    yield event
+        except httpx.TransportError:
+            raise self._down() from None
+
+    def is_up(self) -> bool:
+        try:
+            return self._http.get("/", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start_background_server(self, timeout: float = 60.0) -> Path:
+        """Start ``corral serve`` detached (like the desktop app keeps one), wait for it."""
+        log_dir = Path.home() / ".ollama" / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / "server.log"
+        with log_path.open("ab") as log:
+            subprocess.Popen(
+                [sys.executable, "-m", "corral", "serve"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env=os.environ.copy(),
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_up():
+                return log_path
+            time.sleep(0.1)
+        raise CliError(f"the background server did not start; see {log_path}")
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text.strip() or f"HTTP {response.status_code}"
+    if isinstance(data, dict) and "error" in data:
+        error = data["error"]
+        return str(error.get("message", error)) if isinstance(error, dict) else str(error)
+    return f"HTTP {response.status_code}"

@@ -1,0 +1,446 @@
+"""The ``corral`` command line: Ollama's commands, talking to the server over HTTP.
+
+Expected failures (server down, unknown model) print one line on stderr with the next
+command to try and exit 1; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from corral import __version__
+from corral.cli import _output as output
+from corral.cli.client import CliError, ServerClient, ServerDown
+from corral.config import VARIABLES, Settings
+
+__all__ = ["app", "main"]
+
+DEFAULT_MODEL = "smollm2:135m"
+
+app = typer.Typer(
+    name="corral",
+    help="Large language model runner, compatible with Ollama's API.",
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _version_callback(value: bool) -> None:
+    if not value:
+        return
+    client = ServerClient(_settings())
+    try:
+        server = client.request("GET", "/api/version")["version"]
+        output.out(f"corral version is {server}")
+        if server != __version__:
+            output.err(f"Warning: client version is {__version__}")
+    except CliError:
+        output.err("Warning: could not connect to a running corral server")
+        output.err(f"Warning: client version is {__version__}")
+    raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-v", help="Show version information", callback=_version_callback,
+                     is_eager=True),
+    ] = False,
+) -> None:
+    """Large language model runner, compatible with Ollama's API."""
+
+
+# ---- serve -------------------------------------------------------------------------------
+
+
+def _serve_help() -> str:
+    lines = ["Start corral (the API server).", "", "Environment Variables:"]
+    for spec in VARIABLES:
+        lines.append(f"  {spec.name:<26} {spec.description} (default {spec.default})")
+    return "\n\n".join(["Start corral.", "\n".join(lines[2:])])
+
+
+@app.command("serve", help=_serve_help())
+def serve() -> None:
+    from corral.server.serve import configure_logging, run_server
+
+    settings = _settings()
+    configure_logging(settings)
+    try:
+        asyncio.run(run_server(settings))
+    except KeyboardInterrupt:
+        pass
+
+
+# ---- models ------------------------------------------------------------------------------
+
+
+def _client(*, autostart: bool = False) -> ServerClient:
+    client = ServerClient(_settings())
+    if not client.is_up():
+        if not autostart:
+            raise ServerDown(
+                f"could not connect to a corral server at {client.base_url} (OLLAMA_HOST);"
+                " start one with: corral serve"
+            )
+        log = client.start_background_server()
+        output.err(f"started a corral server in the background at {client.base_url} (log: {log})")
+    return client
+
+
+def _pull(client: ServerClient, model: str) -> None:
+    last_status = ""
+    for event in client.stream("/api/pull", {"model": model, "stream": True}):
+        status = event.get("status", "")
+        total = event.get("total")
+        if total:
+            completed = event.get("completed", 0)
+            percent = int(completed * 100 / total) if total else 100
+            line = f"{status} {percent:3d}% ▕{_bar(percent)}▏ {_human_size(completed)}/{_human_size(total)}"
+            if sys.stderr.isatty():
+                output.err_inline(line)
+            elif status != last_status:
+                output.err(line)
+        elif status != last_status:
+            output.err(status)
+        last_status = status
+
+
+def _bar(percent: int, width: int = 20) -> str:
+    filled = percent * width // 100
+    return "█" * filled + " " * (width - filled)
+
+
+@app.command("pull")
+def pull(
+    model: Annotated[str, typer.Argument(help="Model to pull, e.g. smollm2:135m")],
+    insecure: Annotated[bool, typer.Option("--insecure", help="Use an insecure registry")] = False,
+) -> None:
+    """Pull a model from a registry (bundled models work offline)."""
+    client = _client()
+    _pull(client, model)
+
+
+def _ensure_model(client: ServerClient, model: str) -> None:
+    try:
+        client.request("POST", "/api/show", {"model": model})
+    except CliError as exc:
+        if exc.status != 404:
+            raise
+        _pull(client, model)
+
+
+@app.command("run")
+def run(
+    model: Annotated[str, typer.Argument(help="Model to run")] = DEFAULT_MODEL,
+    prompt: Annotated[list[str] | None, typer.Argument(help="Prompt (else interactive)")] = None,
+    format: Annotated[str, typer.Option("--format", help="Response format (e.g. json)")] = "",
+    keepalive: Annotated[str, typer.Option("--keepalive", help="How long to keep the model loaded")] = "",
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show timings for the response")] = False,
+    nowordwrap: Annotated[bool, typer.Option("--nowordwrap", help="Don't wrap words")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Use an insecure registry")] = False,
+) -> None:
+    """Run a model: answer PROMPT, or chat interactively.
+
+    Examples: corral run smollm2:135m "Why is the sky blue?"; echo hi | corral run smollm2:135m
+    """
+    client = _client(autostart=True)
+    _ensure_model(client, model)
+    text = " ".join(prompt or [])
+    if not sys.stdin.isatty():
+        piped = sys.stdin.read()
+        text = f"{text}\n\n{piped}".strip() if text else piped.strip()
+    options: dict[str, Any] = {}
+    if text:
+        _chat_once(client, model, [{"role": "user", "content": text}], format, keepalive,
+                   verbose, options)
+        return
+    _interactive(client, model, format, keepalive, verbose, options)
+
+
+def _chat_once(
+    client: ServerClient,
+    model: str,
+    messages: list[dict[str, Any]],
+    format: str,
+    keepalive: str,
+    verbose: bool,
+    options: dict[str, Any],
+) -> str:
+    body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+    if format:
+        body["format"] = format
+    if keepalive:
+        body["keep_alive"] = keepalive
+    if options:
+        body["options"] = options
+    answer: list[str] = []
+    final: dict[str, Any] = {}
+    for event in client.stream("/api/chat", body):
+        piece = event.get("message", {}).get("content", "")
+        if piece:
+            answer.append(piece)
+            output.write(piece)
+        if event.get("done"):
+            final = event
+    output.write("\n")
+    if verbose:
+        _print_timings(final)
+    return "".join(answer)
+
+
+def _interactive(
+    client: ServerClient, model: str, format: str, keepalive: str, verbose: bool,
+    options: dict[str, Any],
+) -> None:
+    messages: list[dict[str, Any]] = []
+    output.err("Send a message (/? for help, /bye to leave)")
+    while True:
+        try:
+            line = input(">>> ")
+        except EOFError:
+            output.out()
+            return
+        except KeyboardInterrupt:
+            output.out()
+            continue
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped in {"/bye", "/exit"}:
+            return
+        if stripped in {"/?", "/help"}:
+            output.out("Available commands:\n  /clear  Clear session context\n  /bye  Exit")
+            continue
+        if stripped == "/clear":
+            messages.clear()
+            output.out("Cleared session context")
+            continue
+        messages.append({"role": "user", "content": line})
+        try:
+            answer = _chat_once(client, model, messages, format, keepalive, verbose, options)
+        except KeyboardInterrupt:
+            output.out()
+            messages.pop()
+            continue
+        messages.append({"role": "assistant", "content": answer})
+        output.out()
+
+
+def _print_timings(final: dict[str, Any]) -> None:
+    def seconds(key: str) -> float:
+        return float(final.get(key, 0)) / 1e9
+
+    def rate(count_key: str, duration_key: str) -> str:
+        duration = seconds(duration_key)
+        return f"{final.get(count_key, 0) / duration:.2f} tokens/s" if duration else "n/a"
+
+    output.err(f"total duration:       {seconds('total_duration'):.6f}s")
+    output.err(f"load duration:        {seconds('load_duration'):.6f}s")
+    output.err(f"prompt eval count:    {final.get('prompt_eval_count', 0)} token(s)")
+    output.err(f"prompt eval duration: {seconds('prompt_eval_duration'):.6f}s")
+    output.err(f"prompt eval rate:     {rate('prompt_eval_count', 'prompt_eval_duration')}")
+    output.err(f"eval count:           {final.get('eval_count', 0)} token(s)")
+    output.err(f"eval duration:        {seconds('eval_duration'):.6f}s")
+    output.err(f"eval rate:            {rate('eval_count', 'eval_duration')}")
+
+
+@app.command("list")
+def list_models(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List models."""
+    data = _client().request("GET", "/api/tags")
+    if json_output:
+        output.print_json(data)
+        return
+    rows = [
+        [m["name"], m["digest"][:12], _human_size(m["size"]), _ago(m["modified_at"])]
+        for m in data.get("models", [])
+    ]
+    output.table(["NAME", "ID", "SIZE", "MODIFIED"], rows)
+
+
+app.command("ls", help="List models.")(list_models)
+
+
+@app.command("ps")
+def ps(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List running models."""
+    data = _client().request("GET", "/api/ps")
+    if json_output:
+        output.print_json(data)
+        return
+    rows = []
+    for m in data.get("models", []):
+        size, vram = m.get("size", 0), m.get("size_vram", 0)
+        if vram == 0:
+            processor = "100% CPU"
+        elif vram >= size:
+            processor = "100% GPU"
+        else:
+            cpu = int(round((size - vram) * 100 / size))
+            processor = f"{cpu}%/{100 - cpu}% CPU/GPU"
+        rows.append([m["name"], m["digest"][:12], _human_size(size), processor,
+                     str(m.get("context_length", "")), _until(m.get("expires_at", ""))])
+    output.table(["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"], rows)
+
+
+@app.command("show")
+def show(
+    model: Annotated[str, typer.Argument(help="Model to show")],
+    license: Annotated[bool, typer.Option("--license", help="Show license")] = False,
+    modelfile: Annotated[bool, typer.Option("--modelfile", help="Show Modelfile")] = False,
+    parameters: Annotated[bool, typer.Option("--parameters", help="Show parameters")] = False,
+    system: Annotated[bool, typer.Option("--system", help="Show system message")] = False,
+    template: Annotated[bool, typer.Option("--template", help="Show template")] = False,
+) -> None:
+    """Show information for a model."""
+    data = _client().request("POST", "/api/show", {"model": model})
+    if license:
+        output.out(data.get("license", ""))
+    elif modelfile:
+        output.out(data.get("modelfile", ""))
+    elif parameters:
+        output.out(data.get("parameters", ""))
+    elif system:
+        output.out(data.get("system", ""))
+    elif template:
+        output.out(data.get("template", ""))
+    else:
+        _show_summary(data)
+
+
+def _show_summary(data: dict[str, Any]) -> None:
+    details = data.get("details", {})
+    info = data.get("model_info", {})
+    arch = info.get("general.architecture", details.get("family", ""))
+    output.out("  Model")
+    rows = [
+        ("architecture", arch),
+        ("parameters", details.get("parameter_size", "")),
+        ("context length", info.get(f"{arch}.context_length", "")),
+        ("embedding length", info.get(f"{arch}.embedding_length", "")),
+        ("quantization", details.get("quantization_level", "")),
+    ]
+    for key, value in rows:
+        if value not in ("", None):
+            output.out(f"    {key:<20}{value}")
+    if data.get("capabilities"):
+        output.out("\n  Capabilities")
+        for capability in data["capabilities"]:
+            output.out(f"    {capability}")
+    if data.get("parameters"):
+        output.out("\n  Parameters")
+        for line in data["parameters"].splitlines():
+            key, _, value = line.partition(" ")
+            output.out(f"    {key:<20}{value.strip()}")
+    if data.get("license"):
+        output.out("\n  License")
+        for line in data["license"].splitlines()[:2]:
+            output.out(f"    {line}")
+    output.out()
+
+
+@app.command("rm")
+def rm(models: Annotated[list[str], typer.Argument(help="Models to remove")]) -> None:
+    """Remove one or more models (stopping them first if loaded)."""
+    client = _client()
+    for model in models:
+        try:
+            client.request("POST", "/api/generate", {"model": model, "keep_alive": 0})
+        except CliError:
+            pass
+        client.request("DELETE", "/api/delete", {"model": model})
+        output.out(f"deleted '{model}'")
+
+
+@app.command("cp")
+def cp(
+    source: Annotated[str, typer.Argument(help="Source model")],
+    destination: Annotated[str, typer.Argument(help="Destination model")],
+) -> None:
+    """Copy a model."""
+    _client().request("POST", "/api/copy", {"source": source, "destination": destination})
+    output.out(f"copied '{source}' to '{destination}'")
+
+
+@app.command("stop")
+def stop(model: Annotated[str, typer.Argument(help="Model to stop")]) -> None:
+    """Stop a running model."""
+    _client().request("POST", "/api/generate", {"model": model, "keep_alive": 0})
+
+
+# ---- formatting helpers ------------------------------------------------------------------
+
+
+def _human_size(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}".replace(".0 ", " ")
+        size /= 1000
+    return f"{size} TB"  # pragma: no cover
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _ago(text: str) -> str:
+    stamp = _parse_time(text)
+    if stamp is None:
+        return ""
+    seconds = (datetime.now(UTC) - stamp).total_seconds()
+    return f"{_duration_words(seconds)} ago" if seconds >= 1 else "Less than a second ago"
+
+
+def _until(text: str) -> str:
+    stamp = _parse_time(text)
+    if stamp is None:
+        return ""
+    seconds = (stamp - datetime.now(UTC)).total_seconds()
+    if seconds > 20 * 365 * 86400:
+        return "Forever"
+    if seconds <= 0:
+        return "Stopping..."
+    return f"{_duration_words(seconds)} from now"
+
+
+def _duration_words(seconds: float) -> str:
+    for unit, size in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400),
+                       ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size:
+            count = int(seconds // size)
+            if count == 1:
+                article = "An" if unit == "hour" else "A"
+                return f"{article} {unit}" if unit != "second" else "1 second"
+            return f"{count} {unit}s"
+    return "Less than a second"
+
+
+def main() -> None:
+    try:
+        app()
+    except CliError as exc:
+        output.err(f"Error: {exc.message}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,317 @@
+"""Every environment variable corral reads, read once into a frozen ``Settings``.
+
+Ollama's names and defaults (``envconfig/config.go``), so an existing setup keeps working.
+A bad value never stops the server: it logs a warning and falls back to the default, as
+Ollama does. ``Settings.describe()`` feeds ``corral serve --help`` and the startup log.
+
+Durations follow Ollama's rules: a bare number is seconds, otherwise a Go duration string
+(``"5m"``, ``"1h30m"``, ``"-1s"``); any negative duration means "forever".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+__all__ = [
+    "FOREVER",
+    "Settings",
+    "VARIABLES",
+    "parse_duration",
+    "parse_host",
+]
+
+logger = logging.getLogger(__name__)
+
+#: keep-alive meaning "never unload" (seconds); Ollama uses MaxInt64 nanoseconds.
+FOREVER = math.inf
+
+DEFAULT_PORT = 11434
+
+_GO_DURATION_RE = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from an Ollama duration: a number of seconds or a Go duration string.
+
+    Negative → ``FOREVER``. Raises ``ValueError`` with Go's wording for bad strings, which
+    the API layer turns into a 400.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"Unsupported type: '{type(value).__name__}'")
+    if isinstance(value, int | float):
+        if math.isnan(value):
+            raise ValueError("time: invalid duration \"NaN\"")
+        return FOREVER if value < 0 else float(value)
+    text = value.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        if math.isnan(number):
+            raise ValueError(f'time: invalid duration "{value}"')
+        return FOREVER if number < 0 else number
+    seconds = _parse_go_duration(text, original=value)
+    return FOREVER if seconds < 0 else seconds
+
+
+def _parse_go_duration(text: str, *, original: str) -> float:
+    sign = 1.0
+    body = text
+    if body[:1] in "+-":
+        sign = -1.0 if body[0] == "-" else 1.0
+        body = body[1:]
+    if body == "0":
+        return 0.0
+    if not body:
+        raise ValueError(f'time: invalid duration "{original}"')
+    total = 0.0
+    position = 0
+    for match in _GO_DURATION_RE.finditer(body):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if position != len(body):
+        rest = body[position:]
+        if re.fullmatch(r"[0-9.]+", rest):
+            raise ValueError(f'time: missing unit in duration "{original}"')
+        unit = re.match(r"[0-9.]*([^0-9.]+)", rest)
+        if unit and position < len(body) and re.match(r"[0-9.]", rest):
+            raise ValueError(f'time: unknown unit "{unit.group(1)}" in duration "{original}"')
+        raise ValueError(f'time: invalid duration "{original}"')
+    return sign * total
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in {"127.0.0.1", "localhost", "::1"} or self.host.startswith("127.")
+
+
+def parse_host(raw: str | None) -> HostPort:
+    """``OLLAMA_HOST`` → scheme, host, port with Ollama's defaults and fallbacks."""
+    text = (raw or "").strip().strip("\"'").strip()
+    if not text:
+        return HostPort("http", "127.0.0.1", DEFAULT_PORT)
+    had_scheme = "://" in text
+    if not had_scheme:
+        text = "http://" + text
+    parts = urlsplit(text)
+    scheme = parts.scheme or "http"
+    default_port = {"http": 80, "https": 443}.get(scheme, DEFAULT_PORT) if had_scheme else DEFAULT_PORT
+    host = parts.hostname or "127.0.0.1"
+    try:
+        port = parts.port if parts.port is not None else default_port
+    except ValueError:
+        logger.warning("invalid port in OLLAMA_HOST=%r, using %d", raw, DEFAULT_PORT)
+        port = DEFAULT_PORT
+    return HostPort(scheme, host, port)
+
+
+def _default_num_parallel() -> int:
+    return 1
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Typed view of the environment; build once with ``Settings.from_env()``."""
+
+    host: HostPort = field(default_factory=lambda: parse_host(None))
+    models_dir: Path = field(default_factory=lambda: Path.home() / ".ollama" / "models")
+    keep_alive_seconds: float = 300.0
+    num_parallel: int = 0  # 0 = automatic (4 where memory allows, else 1)
+    max_loaded_models: int = 0  # 0 = automatic (3 per GPU, 3 on CPU)
+    max_queue: int = 512
+    origins: tuple[str, ...] = ()
+    debug: int = 0
+    flash_attention: bool = False
+    no_history: bool = False
+    no_prune: bool = False
+    sched_spread: bool = False
+    llm_library: str = ""
+    gpu_overhead_bytes: int = 0
+    load_timeout_seconds: float = 300.0
+    kv_cache_type: str = "f16"
+    context_length: int = 4096
+    num_thread: int = 0  # 0 = runner decides (physical cores)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+        reader = _Reader(source)
+        models = source.get("OLLAMA_MODELS", "").strip()
+        return cls(
+            host=parse_host(source.get("OLLAMA_HOST")),
+            models_dir=Path(models).expanduser()
+            if models
+            else Path.home() / ".ollama" / "models",
+            keep_alive_seconds=reader.duration("OLLAMA_KEEP_ALIVE", 300.0),
+            num_parallel=reader.integer("OLLAMA_NUM_PARALLEL", 0, minimum=0),
+            max_loaded_models=reader.integer("OLLAMA_MAX_LOADED_MODELS", 0, minimum=0),
+            max_queue=reader.integer("OLLAMA_MAX_QUEUE", 512, minimum=1),
+            origins=tuple(
+                o.strip() for o in source.get("OLLAMA_ORIGINS", "").split(",") if o.strip()
+            ),
+            debug=reader.debug_level("OLLAMA_DEBUG"),
+            flash_attention=reader.boolean("OLLAMA_FLASH_ATTENTION"),
+            no_history=reader.boolean("OLLAMA_NOHISTORY"),
+            no_prune=reader.boolean("OLLAMA_NOPRUNE"),
+            sched_spread=reader.boolean("OLLAMA_SCHED_SPREAD"),
+            llm_library=source.get("OLLAMA_LLM_LIBRARY", "").strip(),
+            gpu_overhead_bytes=reader.integer("OLLAMA_GPU_OVERHEAD", 0, minimum=0),
+            load_timeout_seconds=reader.duration("OLLAMA_LOAD_TIMEOUT", 300.0, zero_is_forever=True),
+            kv_cache_type=reader.choice("OLLAMA_KV_CACHE_TYPE", "f16", ("f16", "q8_0", "q4_0")),
+            context_length=reader.integer("OLLAMA_CONTEXT_LENGTH", 4096, minimum=0) or 4096,
+            num_thread=reader.integer("OLLAMA_NUM_THREAD", 0, minimum=0),
+        )
+
+    def describe(self) -> dict[str, str]:
+        """Variable → current value, for ``serve --help`` and the startup log."""
+        values: dict[str, str] = {}
+        for spec in VARIABLES:
+            values[spec.name] = str(getattr(self, spec.attribute))
+        return values
+
+    def with_changes(self, **changes: object) -> Settings:
+        """A copy with some fields replaced (tests and the CLI's background server)."""
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        current.update(changes)
+        return Settings(**current)  # type: ignore[arg-type]
+
+
+class _Reader:
+    """Parses single variables; every bad value warns and falls back."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None:
+            return None
+        value = value.strip().strip("\"'").strip()
+        return value or None
+
+    def integer(self, name: str, default: int, *, minimum: int | None = None) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            logger.warning("invalid %s=%r, using default %d", name, raw, default)
+            return default
+        if minimum is not None and value < minimum:
+            logger.warning("invalid %s=%r, using default %d", name, raw, default)
+            return default
+        return value
+
+    def boolean(self, name: str) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return False
+        lowered = raw.lower()
+        if lowered in {"1", "t", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "f", "false", "no", "off"}:
+            return False
+        # Ollama treats any other non-empty value as true.
+        return True
+
+    def debug_level(self, name: str) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return 0
+        try:
+            return max(0, int(raw))
+        except ValueError:
+            return 1 if self.boolean(name) else 0
+
+    def duration(self, name: str, default: float, *, zero_is_forever: bool = False) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            seconds = parse_duration(raw)
+        except ValueError:
+            logger.warning("invalid %s=%r, using default %ss", name, raw, default)
+            return default
+        if zero_is_forever and seconds == 0:
+            return FOREVER
+        return seconds
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.lower() not in allowed:
+            logger.warning("invalid %s=%r (one of %s), using %s", name, raw, allowed, default)
+            return default
+        return raw.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class VariableSpec:
+    name: str
+    attribute: str
+    default: str
+    description: str
+
+
+VARIABLES: tuple[VariableSpec, ...] = (
+    VariableSpec("OLLAMA_HOST", "host", "127.0.0.1:11434", "IP address and port to listen on"),
+    VariableSpec("OLLAMA_MODELS", "models_dir", "~/.ollama/models", "Where models are stored"),
+    VariableSpec("OLLAMA_KEEP_ALIVE", "keep_alive_seconds", "5m", "How long models stay loaded"),
+    VariableSpec(
+        "OLLAMA_NUM_PARALLEL", "num_parallel", "0 (auto: 4, or 1)", "Parallel requests per model"
+    ),
+    VariableSpec(
+        "OLLAMA_MAX_LOADED_MODELS",
+        "max_loaded_models",
+        "0 (auto: 3 per GPU, 3 on CPU)",
+        "Models loaded at once",
+    ),
+    VariableSpec("OLLAMA_MAX_QUEUE", "max_queue", "512", "Pending requests before 503"),
+    VariableSpec("OLLAMA_ORIGINS", "origins", "", "Extra allowed CORS origins (comma list)"),
+    VariableSpec("OLLAMA_DEBUG", "debug", "0", "Debug logging (1 debug, 2 trace)"),
+    VariableSpec("OLLAMA_FLASH_ATTENTION", "flash_attention", "false", "Use flash attention"),
+    VariableSpec("OLLAMA_NOHISTORY", "no_history", "false", "Do not keep `run` history"),
+    VariableSpec("OLLAMA_NOPRUNE", "no_prune", "false", "Do not prune unused blobs at start"),
+    VariableSpec("OLLAMA_SCHED_SPREAD", "sched_spread", "false", "Spread models over all GPUs"),
+    VariableSpec("OLLAMA_LLM_LIBRARY", "llm_library", "", "Force a runner library"),
+    VariableSpec("OLLAMA_GPU_OVERHEAD", "gpu_overhead_bytes", "0", "Bytes reserved per GPU"),
+    VariableSpec(
+        "OLLAMA_LOAD_TIMEOUT", "load_timeout_seconds", "5m", "Give up on a load that stalls"
+    ),
+    VariableSpec("OLLAMA_KV_CACHE_TYPE", "kv_cache_type", "f16", "KV cache type: f16/q8_0/q4_0"),
+    VariableSpec("OLLAMA_CONTEXT_LENGTH", "context_length", "4096", "Default context length"),
+    VariableSpec("OLLAMA_NUM_THREAD", "num_thread", "0 (auto)", "Threads per runner"),
+)

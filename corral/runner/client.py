@@ -1,0 +1,324 @@
+"""The server's side of a runner: spawn it, wait until it is healthy, stream from it, stop it.
+
+What can go wrong and what the caller sees (``RunnerError`` with a reason, never a hang):
+- the process cannot start, or exits while loading: ``llama runner process has terminated:
+  exit status N <last error line of its stderr>``;
+- it does not become healthy before the load timeout: killed, ``timed out waiting for llama
+  runner to start``;
+- it dies mid-stream: ``model runner has unexpectedly stopped ...`` and ``alive`` turns false
+  so the scheduler drops it.
+Stopping is terminate, wait, then kill; the runner also exits by itself when our end of its
+stdin pipe closes, so even a ``kill -9`` of the server leaves no orphan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from corral.errors import RunnerError
+
+__all__ = ["RunnerClient", "RunnerConfig"]
+
+logger = logging.getLogger(__name__)
+
+_ERROR_MARKERS = ("error:", "error ", "CUDA error", "cudaMalloc failed", '"ERR"', "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerConfig:
+    """How to start one runner; equal configs mean an equivalent runner."""
+
+    model_path: str
+    num_ctx: int = 4096
+    num_parallel: int = 1
+    num_batch: int = 512
+    num_thread: int = 0
+    num_gpu_layers: int = 0
+    main_gpu: int = 0
+    use_mmap: bool = True
+    flash_attention: bool = False
+    kv_cache_type: str = "f16"
+    embedding: bool = False
+    verbose: bool = False
+
+    def argv(self) -> list[str]:
+        args = [
+            sys.executable,
+            "-m",
+            "corral.runner",
+            "--model",
+            self.model_path,
+            "--ctx-size",
+            str(self.num_ctx),
+            "--parallel",
+            str(self.num_parallel),
+            "--batch-size",
+            str(self.num_batch),
+            "--threads",
+            str(self.num_thread),
+            "--n-gpu-layers",
+            str(self.num_gpu_layers),
+            "--main-gpu",
+            str(self.main_gpu),
+            "--kv-cache-type",
+            self.kv_cache_type,
+        ]
+        if not self.use_mmap:
+            args.append("--no-mmap")
+        if self.flash_attention:
+            args.append("--flash-attn")
+        if self.embedding:
+            args.append("--embedding")
+        if self.verbose:
+            args.append("--verbose")
+        return args
+
+
+class RunnerClient:
+    """One runner process. Create with ``await RunnerClient.start(config, timeout)``."""
+
+    def __init__(self, config: RunnerConfig, process: asyncio.subprocess.Process) -> None:
+        self.config = config
+        self.process = process
+        self.port = 0
+        self.n_ctx_train = 0
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=50)
+        self._stderr_task: asyncio.Task[None] | None = None
+        self._http: httpx.AsyncClient | None = None
+
+    @classmethod
+    async def start(
+        cls, config: RunnerConfig, *, load_timeout: float, extra_env: dict[str, str] | None = None
+    ) -> RunnerClient:
+        env = None
+        if extra_env:
+            import os
+
+            env = {**os.environ, **extra_env}
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *config.argv(),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+            )
+        except OSError as exc:
+            raise RunnerError(f"error starting the llama runner: {exc}") from exc
+        runner = cls(config, process)
+        runner._stderr_task = asyncio.create_task(runner._read_stderr())
+        try:
+            await runner._wait_until_running(load_timeout)
+        except BaseException:
+            await runner.stop()
+            raise
+        return runner
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+    def stderr_tail(self) -> str:
+        return "".join(self._stderr_tail)
+
+    def last_error_line(self) -> str:
+        for line in reversed(self._stderr_tail):
+            if any(marker in line for marker in _ERROR_MARKERS):
+                return line.strip()
+        return ""
+
+    async def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        while True:
+            line = await self.process.stderr.readline()
+            if not line:
+                return
+            text = line.decode("utf-8", errors="replace")
+            self._stderr_tail.append(text)
+            logger.debug("runner %d: %s", self.process.pid, text.rstrip())
+
+    def _terminated_error(self) -> RunnerError:
+        code = self.process.returncode
+        detail = self.last_error_line()
+        message = f"llama runner process has terminated: exit status {code}"
+        if detail:
+            message += f" {detail}"
+        if "failed to load model" in message:
+            message += (
+                ": this model may be incompatible with your version of corral. If you previously"
+                " pulled this model, try updating it by running `corral pull <name>`"
+            )
+        return RunnerError(message)
+
+    async def _wait_until_running(self, load_timeout: float) -> None:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + load_timeout
+        try:
+            async with asyncio.timeout(load_timeout):
+                line = await self.process.stdout.readline()
+        except TimeoutError:
+            raise RunnerError("timed out waiting for llama runner to start") from None
+        if not line:
+            await self._wait_exit(2.0)
+            raise self._terminated_error()
+        try:
+            hello = json.loads(line)
+            self.port = int(hello["port"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RunnerError(f"llama runner sent an unexpected greeting: {line!r}") from exc
+        self._http = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{self.port}",
+            timeout=httpx.Timeout(None, connect=10.0),
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
+        delay = 0.01
+        while True:
+            if not self.alive:
+                await self._wait_exit(2.0)
+                raise self._terminated_error()
+            health = await self._health_once()
+            status = health.get("status")
+            if status == "ok":
+                self.n_ctx_train = int(health.get("n_ctx_train", 0))
+                return
+            if status == "error":
+                await self._wait_exit(5.0)
+                raise self._terminated_error() if not self.alive else RunnerError(
+                    str(health.get("error", "llama runner failed to load the model"))
+                )
+            if time.monotonic() > deadline:
+                detail = self.last_error_line()
+                raise RunnerError(
+                    "timed out waiting for llama runner to start" + (f" - {detail}" if detail else "")
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    async def _health_once(self) -> dict[str, Any]:
+        assert self._http is not None
+        try:
+            response = await self._http.get("/health", timeout=5.0)
+            data = response.json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    async def health(self) -> bool:
+        if not self.alive:
+            return False
+        return (await self._health_once()).get("status") == "ok"
+
+    async def _wait_exit(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.process.wait()
+        if self._stderr_task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(self._stderr_task)
+
+    async def completion(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Stream the runner's NDJSON events; closing the iterator cancels the generation."""
+        assert self._http is not None
+        try:
+            async with self._http.stream("POST", "/completion", json=payload) as response:
+                if response.status_code != 200:
+                    body = await response.aread()
+                    raise RunnerError(_error_text(body) or f"runner answered {response.status_code}")
+                async for line in response.aiter_lines():
+                    if not line:
+                        continue
+                    event = json.loads(line)
+                    if "error" in event:
+                        raise RunnerError(str(event["error"]))
+                    yield event
+                    if event.get("done"):
+                        return
+        except httpx.HTTPError as exc:
+            raise await self._died(exc) from exc
+        raise await self._died(None)
+
+    async def _died(self, exc: Exception | None) -> RunnerError:
+        await self._wait_exit(0.5)
+        detail = self.last_error_line()
+        message = (
+            "model runner has unexpectedly stopped, this may be due to resource limitations or an"
+            " internal error, check corral server logs for details"
+        )
+        if detail:
+            message += f": {detail}"
+        elif exc is not None and self.alive:
+            message = f"lost connection to the model runner: {exc}"
+        return RunnerError(message)
+
+    async def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        data = await self._post("/tokenize", {"content": text, "add_special": add_special})
+        tokens = data.get("tokens")
+        if not isinstance(tokens, list):
+            raise RunnerError("runner returned no tokens")
+        return [int(t) for t in tokens]
+
+    async def detokenize(self, tokens: Sequence[int]) -> str:
+        data = await self._post("/detokenize", {"tokens": list(tokens)})
+        return str(data.get("content", ""))
+
+    async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        assert self._http is not None
+        try:
+            response = await self._http.post(path, json=payload, timeout=60.0)
+        except httpx.HTTPError as exc:
+            raise await self._died(exc) from exc
+        data = response.json()
+        if response.status_code != 200:
+            raise RunnerError(str(data.get("error", f"runner answered {response.status_code}")))
+        if not isinstance(data, dict):
+            raise RunnerError("runner sent a malformed answer")
+        return data
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Terminate, then kill after ``grace`` seconds; always reaps the process."""
+        if self._http is not None:
+            with contextlib.suppress(Exception):
+                await self._http.aclose()
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+            try:
+                async with asyncio.timeout(grace):
+                    await self.process.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+        if self.process.stdin is not None:
+            with contextlib.suppress(Exception):
+                self.process.stdin.close()
+        if self._stderr_task is not None:
+            self._stderr_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._stderr_task
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", errors="replace").strip()
+    if isinstance(data, dict) and "error" in data:
+        return str(data["error"])
+    return ""

@@ -1,0 +1,547 @@
+"""The inference engine of a runner process: one model, one context, N parallel slots.
+
+One engine thread owns every llama.cpp object; the HTTP side only posts ``Task`` objects
+and receives events through each task's callback. Each step builds one ``llama_batch``
+holding the next token of every generating slot plus a chunk of the prompt of each slot
+still reading its prompt (continuous batching: a new request joins at the next step, and a
+long prompt is fed ``n_batch`` tokens at a time so it never stalls the others for long).
+
+A slot keeps the tokens that are in its part of the KV cache. A new task goes to the free
+slot whose cached tokens share the longest prefix with its prompt (else the least recently
+used one) and only the rest of the prompt is evaluated: chat turns re-read only new text.
+
+Context full: the prompt is cut (first ``num_keep`` tokens kept, whole blocks dropped after
+them) and generation shifts the cache (drop half of what follows ``num_keep``), as Ollama.
+
+Threads: decoding runs with the GIL released, but on a 2-core machine any other busy thread
+halves throughput, so the engine blocks on its queue when idle and nothing else spins.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp as llama
+
+from corral.runner.grammar import JSON_GRAMMAR
+from corral.runner.text import StopMatcher, Utf8Assembler
+
+__all__ = ["Engine", "EngineConfig", "LoadError", "Task"]
+
+logger = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+
+
+class LoadError(RuntimeError):
+    """The model file could not be loaded or the context could not be created."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    model_path: str
+    n_ctx_per_slot: int = 4096
+    n_parallel: int = 1
+    n_batch: int = 512
+    n_threads: int = 0
+    n_gpu_layers: int = 0
+    main_gpu: int = 0
+    use_mmap: bool = True
+    flash_attention: bool = False
+    kv_cache_type: str = "f16"
+    embedding: bool = False
+
+
+@dataclass(slots=True)
+class Task:
+    """One completion request. ``emit`` is called from the engine thread."""
+
+    tokens: list[int]
+    options: dict[str, Any]
+    emit: Callable[[Event], None]
+    grammar: str | None = None
+    return_tokens: bool = False
+    cancelled: bool = False
+    submitted_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(slots=True)
+class _Slot:
+    seq_id: int
+    cached: list[int] = field(default_factory=list)
+    last_used: float = 0.0
+    task: Task | None = None
+    prompt: list[int] = field(default_factory=list)
+    n_past: int = 0
+    pending_token: int | None = None
+    sampler: Any = None
+    generated: list[int] = field(default_factory=list)
+    utf8: Utf8Assembler = field(default_factory=Utf8Assembler)
+    stops: StopMatcher = field(default_factory=lambda: StopMatcher(()))
+    num_predict: int = -1
+    num_keep: int = 4
+    prompt_eval_count: int = 0
+    t_start: float = 0.0
+    t_first: float = 0.0
+    batch_index: int = -1
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None
+
+
+_KV_TYPES = {"f16": llama.GGML_TYPE_F16, "q8_0": llama.GGML_TYPE_Q8_0, "q4_0": llama.GGML_TYPE_Q4_0}
+
+
+class Engine:
+    """Owns the model; ``start()`` loads it in the engine thread, ``submit()`` adds work."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self._queue: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._model: Any = None
+        self._ctx: Any = None
+        self._vocab: Any = None
+        self._memory: Any = None
+        self._batch: Any = None
+        self._slots: list[_Slot] = []
+        self._waiting: list[Task] = []
+        self._can_shift = False
+        self.n_ctx_train = 0
+        self.n_vocab = 0
+        self.add_bos = False
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load model and context in the calling thread; raises ``LoadError``."""
+        cfg = self.config
+        llama.llama_backend_init()
+        model_params = llama.llama_model_default_params()
+        model_params.n_gpu_layers = cfg.n_gpu_layers
+        model_params.main_gpu = cfg.main_gpu
+        if not cfg.use_mmap:
+            model_params.load_mode = llama.LLAMA_LOAD_MODE_NONE
+        model = llama.llama_model_load_from_file(cfg.model_path.encode(), model_params)
+        if not model:
+            raise LoadError(f"failed to load model '{cfg.model_path}'")
+        self._model = model
+        self._vocab = llama.llama_model_get_vocab(model)
+        self.n_ctx_train = llama.llama_model_n_ctx_train(model)
+        self.n_vocab = llama.llama_vocab_n_tokens(self._vocab)
+        self.add_bos = bool(llama.llama_vocab_get_add_bos(self._vocab))
+
+        ctx_params = llama.llama_context_default_params()
+        ctx_params.n_ctx = cfg.n_ctx_per_slot * cfg.n_parallel
+        ctx_params.n_batch = max(cfg.n_batch, 1)
+        ctx_params.n_ubatch = max(cfg.n_batch, 1)
+        ctx_params.n_seq_max = cfg.n_parallel
+        threads = cfg.n_threads or _default_threads()
+        ctx_params.n_threads = threads
+        ctx_params.n_threads_batch = threads
+        ctx_params.flash_attn_type = (
+            llama.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if cfg.flash_attention
+            else llama.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        kv_type = _KV_TYPES.get(cfg.kv_cache_type, llama.GGML_TYPE_F16)
+        ctx_params.type_k = kv_type
+        ctx_params.type_v = kv_type
+        ctx_params.kv_unified = False
+        ctx_params.no_perf = True
+        ctx_params.embeddings = cfg.embedding
+        ctx = llama.llama_init_from_model(model, ctx_params)
+        if not ctx:
+            llama.llama_model_free(model)
+            self._model = None
+            raise LoadError("failed to create context (out of memory?)")
+        self._ctx = ctx
+        self._memory = llama.llama_get_memory(ctx)
+        self._can_shift = bool(llama.llama_memory_can_shift(self._memory))
+        self._batch = llama.llama_batch_init(max(cfg.n_batch, cfg.n_parallel), 0, 1)
+        self._slots = [_Slot(seq_id=i) for i in range(cfg.n_parallel)]
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def close(self) -> None:
+        """Free llama.cpp objects; only after ``stop`` (or before ``start``)."""
+        for slot in self._slots:
+            _free_sampler(slot)
+        if self._batch is not None:
+            llama.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx is not None:
+            llama.llama_free(self._ctx)
+            self._ctx = None
+        if self._model is not None:
+            llama.llama_model_free(self._model)
+            self._model = None
+
+    def submit(self, task: Task) -> None:
+        self._queue.put(task)
+
+    @property
+    def slots_busy(self) -> int:
+        return sum(1 for s in self._slots if s.busy)
+
+    # ---- tokens (read-only on the vocabulary: safe from any thread) ----------------
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buffer = (llama.llama_token * capacity)()
+        count = llama.llama_tokenize(
+            self._vocab, data, len(data), buffer, capacity, add_special, parse_special
+        )
+        if count < 0:
+            capacity = -count
+            buffer = (llama.llama_token * capacity)()
+            count = llama.llama_tokenize(
+                self._vocab, data, len(data), buffer, capacity, add_special, parse_special
+            )
+        return list(buffer[:count])
+
+    def token_bytes(self, token: int, *, special: bool = False) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        length = llama.llama_token_to_piece(self._vocab, token, buffer, 64, 0, special)
+        if length < 0:
+            buffer = ctypes.create_string_buffer(-length)
+            length = llama.llama_token_to_piece(self._vocab, token, buffer, -length, 0, special)
+        return buffer.raw[:length]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.token_bytes(t) for t in tokens).decode("utf-8", errors="replace")
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                if not self._has_work():
+                    item = self._queue.get()
+                    if item is None:
+                        return
+                    self._waiting.append(item)
+                if not self._drain_queue():
+                    return
+                self._assign_waiting()
+                if any(s.busy for s in self._slots):
+                    self._step()
+        except Exception:  # a bug here must not leave clients hanging forever
+            logger.exception("engine loop failed")
+            for slot in self._slots:
+                if slot.task is not None:
+                    slot.task.emit({"error": "runner engine failed"})
+            for task in self._waiting:
+                task.emit({"error": "runner engine failed"})
+            os._exit(3)
+
+    def _has_work(self) -> bool:
+        return bool(self._waiting) or any(s.busy for s in self._slots)
+
+    def _drain_queue(self) -> bool:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return True
+            if item is None:
+                return False
+            self._waiting.append(item)
+
+    def _assign_waiting(self) -> None:
+        self._waiting = [t for t in self._waiting if not t.cancelled]
+        while self._waiting:
+            free = [s for s in self._slots if not s.busy]
+            if not free:
+                return
+            task = self._waiting.pop(0)
+            slot = self._pick_slot(free, task.tokens)
+            self._begin(slot, task)
+
+    @staticmethod
+    def _pick_slot(free: list[_Slot], tokens: list[int]) -> _Slot:
+        best: _Slot | None = None
+        best_len = 0
+        for slot in free:
+            length = _common_prefix(slot.cached, tokens)
+            if length > best_len:
+                best, best_len = slot, length
+        if best is not None:
+            return best
+        return min(free, key=lambda s: s.last_used)
+
+    def _begin(self, slot: _Slot, task: Task) -> None:
+        opts = task.options
+        n_ctx = self.config.n_ctx_per_slot
+        num_keep = int(opts.get("num_keep", 4))
+        if num_keep < 0 or num_keep > n_ctx // 2:
+            num_keep = min(max(num_keep, 0), n_ctx // 2)
+        prompt = _truncate_prompt(task.tokens, n_ctx, num_keep)
+        if not prompt:
+            prompt = [llama.llama_vocab_bos(self._vocab)]
+        reuse = _common_prefix(slot.cached, prompt)
+        if reuse >= len(prompt):
+            reuse = len(prompt) - 1  # the last prompt token must be evaluated for its logits
+        if not llama.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1):
+            llama.llama_memory_seq_rm(self._memory, slot.seq_id, 0, -1)
+            reuse = 0
+        slot.task = task
+        slot.cached = slot.cached[:reuse]
+        slot.prompt = prompt
+        slot.n_past = reuse
+        slot.pending_token = None
+        slot.generated = []
+        slot.utf8 = Utf8Assembler()
+        slot.stops = StopMatcher(list(opts.get("stop") or ()))
+        slot.num_keep = num_keep
+        num_predict = int(opts.get("num_predict", -1))
+        if num_predict == -1:
+            num_predict = 10 * n_ctx
+        slot.num_predict = num_predict
+        slot.prompt_eval_count = 0
+        slot.t_start = time.perf_counter()
+        slot.t_first = 0.0
+        _free_sampler(slot)
+        slot.sampler = self._make_sampler(opts, task.grammar, prompt)
+
+    def _make_sampler(self, opts: dict[str, Any], grammar: str | None, prompt: list[int]) -> Any:
+        params = llama.llama_sampler_chain_default_params()
+        params.no_perf = True
+        chain = llama.llama_sampler_chain_init(params)
+        repeat_penalty = float(opts.get("repeat_penalty", 1.0))
+        presence = float(opts.get("presence_penalty", 0.0))
+        frequency = float(opts.get("frequency_penalty", 0.0))
+        last_n = int(opts.get("repeat_last_n", 64))
+        if last_n == -1:
+            last_n = self.config.n_ctx_per_slot
+        if last_n and (repeat_penalty != 1.0 or presence != 0.0 or frequency != 0.0):
+            penalties = llama.llama_sampler_init_penalties(last_n, repeat_penalty, frequency, presence)
+            for token in prompt[-last_n:]:
+                llama.llama_sampler_accept(penalties, token)
+            llama.llama_sampler_chain_add(chain, penalties)
+        if grammar:
+            compiled = llama.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+            if not compiled:
+                llama.llama_sampler_free(chain)
+                raise ValueError("invalid grammar")
+            llama.llama_sampler_chain_add(chain, compiled)
+        temperature = float(opts.get("temperature", 0.8))
+        seed_value = int(opts.get("seed", -1))
+        seed = llama.LLAMA_DEFAULT_SEED if seed_value < 0 else seed_value & 0xFFFFFFFF
+        mirostat = int(opts.get("mirostat", 0))
+        if temperature <= 0:
+            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_greedy())
+        elif mirostat == 1:
+            tau = float(opts.get("mirostat_tau", 5.0))
+            eta = float(opts.get("mirostat_eta", 0.1))
+            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_temp(temperature))
+            llama.llama_sampler_chain_add(
+                chain, llama.llama_sampler_init_mirostat(self.n_vocab, seed, tau, eta, 100)
+            )
+        elif mirostat == 2:
+            tau = float(opts.get("mirostat_tau", 5.0))
+            eta = float(opts.get("mirostat_eta", 0.1))
+            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_temp(temperature))
+            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_mirostat_v2(seed, tau, eta))
+        else:
+            top_k = int(opts.get("top_k", 40))
+            if top_k > 0:
+                llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_top_k(top_k))
+            typical = float(opts.get("typical_p", 1.0))
+            if 0 < typical < 1:
+                llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_typical(typical, 1))
+            top_p = float(opts.get("top_p", 0.9))
+            if 0 < top_p < 1:
+                llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_top_p(top_p, 1))
+            min_p = float(opts.get("min_p", 0.0))
+            if min_p > 0:
+                llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_min_p(min_p, 1))
+            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_temp(temperature))
+            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_dist(seed))
+        return chain
+
+    def _step(self) -> None:
+        batch = self._batch
+        capacity = max(self.config.n_batch, self.config.n_parallel)
+        n = 0
+        active: list[_Slot] = []
+        for slot in self._slots:
+            task = slot.task
+            if task is None:
+                continue
+            if task.cancelled:
+                self._release(slot)
+                continue
+            if slot.pending_token is not None:
+                if slot.n_past >= self.config.n_ctx_per_slot and not self._shift(slot):
+                    self._finish(slot, "length")
+                    continue
+                _batch_add(batch, n, slot.pending_token, slot.n_past, slot.seq_id, True)
+                slot.cached.append(slot.pending_token)
+                slot.n_past += 1
+                slot.batch_index = n
+                n += 1
+                active.append(slot)
+        for slot in self._slots:
+            if slot.task is None or slot.pending_token is not None or n >= capacity:
+                continue
+            remaining = slot.prompt[slot.n_past :]
+            take = remaining[: capacity - n]
+            for offset, token in enumerate(take):
+                last = offset == len(remaining) - 1
+                _batch_add(batch, n, token, slot.n_past, slot.seq_id, last)
+                slot.cached.append(token)
+                slot.n_past += 1
+                if last:
+                    slot.batch_index = n
+                n += 1
+            slot.prompt_eval_count += len(take)
+            if len(take) == len(remaining):
+                active.append(slot)
+        if n == 0:
+            return
+        batch.n_tokens = n
+        status = llama.llama_decode(self._ctx, batch)
+        if status != 0:
+            self._fail_batch(status)
+            return
+        for slot in active:
+            self._sample(slot)
+
+    def _sample(self, slot: _Slot) -> None:
+        task = slot.task
+        assert task is not None
+        now = time.perf_counter()
+        if slot.pending_token is None:
+            slot.t_first = now
+        token = llama.llama_sampler_sample(slot.sampler, self._ctx, slot.batch_index)
+        if llama.llama_vocab_is_eog(self._vocab, token):
+            self._finish(slot, "stop")
+            return
+        slot.generated.append(token)
+        slot.pending_token = token
+        text = slot.utf8.feed(self.token_bytes(token))
+        if text:
+            visible, stopped = slot.stops.feed(text)
+            if visible:
+                task.emit({"content": visible})
+            if stopped:
+                self._finish(slot, "stop", flush=False)
+                return
+        if len(slot.generated) >= slot.num_predict >= 0:
+            self._finish(slot, "length")
+
+    def _shift(self, slot: _Slot) -> bool:
+        """Make room in a full slot: drop half of what follows ``num_keep``."""
+        if not self._can_shift or int(slot.task.options.get("num_predict", -1)) == -2:  # type: ignore[union-attr]
+            return False
+        keep = min(slot.num_keep + (1 if self.add_bos else 0), slot.n_past)
+        discard = (slot.n_past - keep) // 2
+        if discard <= 0:
+            return False
+        llama.llama_memory_seq_rm(self._memory, slot.seq_id, keep, keep + discard)
+        llama.llama_memory_seq_add(self._memory, slot.seq_id, keep + discard, slot.n_past, -discard)
+        del slot.cached[keep : keep + discard]
+        slot.n_past -= discard
+        return True
+
+    def _finish(self, slot: _Slot, reason: str, *, flush: bool = True) -> None:
+        task = slot.task
+        assert task is not None
+        if flush:
+            tail = slot.utf8.flush()
+            visible, stopped = slot.stops.feed(tail) if tail else ("", False)
+            rest = "" if stopped else slot.stops.flush()
+            if visible or rest:
+                task.emit({"content": visible + rest})
+        now = time.perf_counter()
+        first = slot.t_first or now
+        final: Event = {
+            "done": True,
+            "done_reason": reason,
+            "prompt_eval_count": slot.prompt_eval_count,
+            "prompt_eval_duration": int((first - slot.t_start) * 1e9),
+            "eval_count": len(slot.generated),
+            "eval_duration": int((now - first) * 1e9),
+        }
+        if task.return_tokens:
+            final["tokens"] = list(task.tokens) + slot.generated
+        task.emit(final)
+        self._release(slot)
+
+    def _release(self, slot: _Slot) -> None:
+        # The sampled-but-not-decoded token is not in the cache: cached stays consistent.
+        slot.task = None
+        slot.pending_token = None
+        slot.last_used = time.monotonic()
+        _free_sampler(slot)
+
+    def _fail_batch(self, status: int) -> None:
+        message = f"llama_decode failed with status {status}"
+        logger.error(message)
+        for slot in self._slots:
+            if slot.task is not None and slot.batch_index >= 0:
+                slot.task.emit({"error": message})
+                llama.llama_memory_seq_rm(self._memory, slot.seq_id, 0, -1)
+                slot.cached = []
+                self._release(slot)
+
+
+def _batch_add(batch: Any, index: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+    batch.token[index] = token
+    batch.pos[index] = pos
+    batch.n_seq_id[index] = 1
+    batch.seq_id[index][0] = seq_id
+    batch.logits[index] = logits
+
+
+def _free_sampler(slot: _Slot) -> None:
+    if slot.sampler is not None:
+        llama.llama_sampler_free(slot.sampler)
+        slot.sampler = None
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    limit = min(len(a), len(b))
+    index = 0
+    while index < limit and a[index] == b[index]:
+        index += 1
+    return index
+
+
+def _truncate_prompt(tokens: list[int], n_ctx: int, num_keep: int) -> list[int]:
+    """Cut a prompt that does not fit: keep ``num_keep`` tokens, drop whole blocks after."""
+    if len(tokens) < n_ctx:
+        return list(tokens)
+    block = max((n_ctx - num_keep) // 2, 1)
+    erased_blocks = (len(tokens) - num_keep - block) // block
+    kept = tokens[:num_keep] + tokens[num_keep + erased_blocks * block :]
+    logger.warning("input truncated: %d tokens to %d", len(tokens), len(kept))
+    return kept
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+GRAMMARS = {"json": JSON_GRAMMAR}

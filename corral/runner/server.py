@@ -1,0 +1,275 @@
+"""The runner process: a tiny HTTP/1.1 API on loopback in front of one ``Engine``.
+
+Started by ``RunnerClient`` as ``python -m corral.runner --model PATH ...``. It binds
+``127.0.0.1`` on a port the OS picks, prints ``{"port": N, "pid": P}`` on stdout so the
+parent knows where to connect, then loads the model while ``/health`` answers ``loading``.
+
+Routes (JSON in, JSON or NDJSON out; every response closes its connection):
+  GET  /health      {"status": "loading"|"ok"|"error", "error"?, "slots_busy", "n_ctx", ...}
+  POST /completion  {"prompt"|"tokens", "options", "format"?, "return_tokens"?}
+                    → NDJSON: {"content"} ... {"done": true, "done_reason", stats...}
+  POST /tokenize    {"content", "add_special"?} → {"tokens": [...]}
+  POST /detokenize  {"tokens": [...]} → {"content": "..."}
+
+The parent may die without stopping us (``kill -9``): we watch stdin, which is a pipe from
+the parent, and exit when it reaches EOF, so no runner is ever orphaned.
+
+Why not a web framework here: this process should import little (it starts on every model
+load) and its only client is our own ``RunnerClient``; the protocol is deliberately small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from corral.runner.engine import GRAMMARS, Engine, EngineConfig, LoadError, Task
+
+__all__ = ["RunnerServer", "serve"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_BODY = 64 * 1024 * 1024
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error",
+            503: "Service Unavailable"}
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RunnerServer:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.status = "loading"
+        self.error: str | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            method, path, body = await _read_request(reader)
+            await self._route(method, path, body, reader, writer)
+        except HTTPError as exc:
+            await _send_json(writer, exc.status, {"error": exc.message})
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception as exc:
+            logger.exception("runner request failed")
+            with contextlib.suppress(Exception):
+                await _send_json(writer, 500, {"error": str(exc)})
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+                await writer.wait_closed()
+
+    async def _route(
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        if path == "/health":
+            await _send_json(writer, 200, self._health())
+            return
+        if method != "POST":
+            raise HTTPError(404, "not found")
+        if self.status != "ok":
+            raise HTTPError(503, self.error or "model is still loading")
+        payload = _parse_json(body)
+        if path == "/completion":
+            await self._completion(payload, reader, writer)
+        elif path == "/tokenize":
+            content = payload.get("content", "")
+            if not isinstance(content, str):
+                raise HTTPError(400, "content must be a string")
+            tokens = self.engine.tokenize(content, add_special=bool(payload.get("add_special")))
+            await _send_json(writer, 200, {"tokens": tokens})
+        elif path == "/detokenize":
+            tokens = _token_list(payload.get("tokens"), self.engine.n_vocab)
+            await _send_json(writer, 200, {"content": self.engine.detokenize(tokens)})
+        else:
+            raise HTTPError(404, "not found")
+
+    def _health(self) -> dict[str, Any]:
+        health: dict[str, Any] = {"status": self.status}
+        if self.error:
+            health["error"] = self.error
+        if self.status == "ok":
+            cfg = self.engine.config
+            health.update(
+                slots_busy=self.engine.slots_busy,
+                n_parallel=cfg.n_parallel,
+                n_ctx=cfg.n_ctx_per_slot,
+                n_ctx_train=self.engine.n_ctx_train,
+                pid=os.getpid(),
+            )
+        return health
+
+    async def _completion(
+        self, payload: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        tokens = self._prompt_tokens(payload)
+        options = payload.get("options") or {}
+        if not isinstance(options, dict):
+            raise HTTPError(400, "options must be an object")
+        grammar = payload.get("grammar")
+        fmt = payload.get("format")
+        if grammar is None and isinstance(fmt, str) and fmt:
+            grammar = GRAMMARS.get(fmt)
+            if grammar is None:
+                raise HTTPError(400, f'invalid format: "{fmt}"; expected "json"')
+        if grammar is not None and not isinstance(grammar, str):
+            raise HTTPError(400, "grammar must be a string")
+
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def emit(event: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        task = Task(
+            tokens=tokens,
+            options=options,
+            emit=emit,
+            grammar=grammar,
+            return_tokens=bool(payload.get("return_tokens")),
+        )
+        self.engine.submit(task)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        disconnect = asyncio.ensure_future(reader.read(1))
+        try:
+            while True:
+                getter = asyncio.ensure_future(events.get())
+                done, _ = await asyncio.wait(
+                    {getter, disconnect}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter not in done:
+                    getter.cancel()
+                    task.cancelled = True
+                    return
+                event = getter.result()
+                # Coalesce whatever else is ready into one write.
+                batch = [event]
+                while not events.empty() and "done" not in event and "error" not in event:
+                    event = events.get_nowait()
+                    batch.append(event)
+                data = b"".join(json.dumps(e).encode() + b"\n" for e in batch)
+                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                await writer.drain()
+                if "done" in event or "error" in event:
+                    writer.write(b"0\r\n\r\n")
+                    await writer.drain()
+                    return
+        except (ConnectionError, asyncio.CancelledError):
+            task.cancelled = True
+            raise
+        finally:
+            disconnect.cancel()
+
+    def _prompt_tokens(self, payload: dict[str, Any]) -> list[int]:
+        if "tokens" in payload:
+            return _token_list(payload["tokens"], self.engine.n_vocab)
+        prompt = payload.get("prompt", "")
+        if not isinstance(prompt, str):
+            raise HTTPError(400, "prompt must be a string")
+        return self.engine.tokenize(prompt, add_special=True, parse_special=True)
+
+
+def _token_list(value: Any, n_vocab: int) -> list[int]:
+    if not isinstance(value, list) or not all(
+        isinstance(t, int) and not isinstance(t, bool) and 0 <= t < n_vocab for t in value
+    ):
+        raise HTTPError(400, "tokens must be a list of token ids within the vocabulary")
+    return value
+
+
+def _parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body or b"{}")
+    except ValueError as exc:
+        raise HTTPError(400, f"invalid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise HTTPError(400, "request body must be a JSON object")
+    return payload
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    try:
+        method, path, _version = lines[0].split(" ", 2)
+    except ValueError as exc:
+        raise HTTPError(400, "bad request line") from exc
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            try:
+                length = int(value.strip())
+            except ValueError as exc:
+                raise HTTPError(400, "bad content-length") from exc
+    if length < 0 or length > _MAX_BODY:
+        raise HTTPError(400, "body too large")
+    body = await reader.readexactly(length) if length else b""
+    return method, path.split("?", 1)[0], body
+
+
+async def _send_json(writer: asyncio.StreamWriter, status: int, payload: dict[str, Any]) -> None:
+    data = json.dumps(payload).encode()
+    writer.write(
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+        "Connection: close\r\n\r\n".encode()
+        + data
+    )
+    await writer.drain()
+
+
+async def _watch_parent() -> None:
+    """Return when stdin (a pipe from the parent) closes: the parent is gone."""
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, _block_until_stdin_eof)
+
+
+def _block_until_stdin_eof() -> None:
+    try:
+        while sys.stdin.buffer.read(4096):
+            pass
+    except (OSError, ValueError):
+        return
+
+
+async def serve(config: EngineConfig, *, host: str = "127.0.0.1", port: int = 0) -> int:
+    engine = Engine(config)
+    server = RunnerServer(engine)
+    http = await asyncio.start_server(server.handle, host, port, limit=1 << 20)
+    bound = http.sockets[0].getsockname()[1]
+    sys.stdout.write(json.dumps({"port": bound, "pid": os.getpid()}) + "\n")
+    sys.stdout.flush()
+    parent_gone = asyncio.ensure_future(_watch_parent())
+    try:
+        await asyncio.to_thread(engine.load)
+    except LoadError as exc:
+        server.status, server.error = "error", str(exc)
+        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.flush()
+        return 1
+    engine.start()
+    server.status = "ok"
+    logger.info("runner ready on 127.0.0.1:%d", bound)
+    async with http:
+        await parent_gone
+    engine.stop()
+    return 0

@@ -1,0 +1,364 @@
+"""The scheduler: every loaded runner, who uses it, and when it goes away.
+
+Handlers call ``async with scheduler.acquire(model, options, keep_alive) as ref`` and talk to
+``ref.runner``. Behind that:
+- a bounded count of pending requests (``OLLAMA_MAX_QUEUE``): one more gets ``ServerBusyError``;
+- reuse of a loaded runner whose load-time options fit the request, else a new load (one load
+  per model at a time, shared by everyone waiting for it; a cancelled requester does not
+  cancel the load for the others);
+- a reference count per runner; when it drops to zero the keep-alive timer starts (``0``
+  unloads at once, ``FOREVER`` never), and a request overwrites the runner's keep-alive;
+- at most ``max_loaded`` runners: the idle one expiring soonest is evicted first; if every one
+  is busy the load waits until one is released;
+- a runner that died is dropped and loaded again on the next request.
+
+The factory that starts runners is injected (``runner_factory``), so tests can use fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from corral import estimate
+from corral.api.options import Options
+from corral.config import FOREVER, Settings
+from corral.errors import RequestCanceledError, ServerBusyError
+from corral.runner.client import RunnerConfig
+
+__all__ = ["LoadedModel", "ModelSpec", "RunnerLike", "Scheduler"]
+
+logger = logging.getLogger(__name__)
+
+
+class RunnerLike(Protocol):
+    """What the scheduler needs of a runner (``RunnerClient`` or a test fake)."""
+
+    config: RunnerConfig
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def pid(self) -> int: ...
+
+    async def stop(self, grace: float = 5.0) -> None: ...
+
+
+RunnerFactory = Callable[[RunnerConfig], Awaitable[RunnerLike]]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """The model a request wants, as the server resolved it from the store."""
+
+    name: str  # display name, e.g. "smollm2:135m"
+    model: str  # full name
+    digest: str  # manifest digest (hex)
+    model_path: str
+    size_bytes: int
+    context_length: int = 0
+    details: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    spec: ModelSpec
+    runner: RunnerLike
+    config: RunnerConfig
+    loaded_at: float
+    keep_alive: float
+    refcount: int = 0
+    expires_at: float | None = None  # monotonic seconds; None while in use or forever
+    timer: asyncio.TimerHandle | None = None
+    unloading: bool = False
+    load_duration: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return self.spec.model_path
+
+    def expires_at_wall(self) -> datetime:
+        if self.keep_alive == FOREVER:
+            return datetime.now(UTC) + timedelta(days=365 * 292)
+        if self.expires_at is None:
+            return datetime.now(UTC) + timedelta(seconds=self.keep_alive)
+        return datetime.now(UTC) + timedelta(seconds=max(self.expires_at - time.monotonic(), 0))
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        runner_factory: RunnerFactory,
+        *,
+        max_loaded: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self._factory = runner_factory
+        self._max_loaded = max_loaded or settings.max_loaded_models or 3
+        self._loaded: dict[str, LoadedModel] = {}
+        self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
+        self._pending = 0
+        self._changed = asyncio.Condition()
+        self._closed = False
+
+    # ---- public ----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def acquire(
+        self, spec: ModelSpec, options: Options, keep_alive: float | None
+    ) -> AsyncIterator[LoadedModel]:
+        """Hold a runner for ``spec`` for the duration of the ``async with`` block."""
+        config = self.runner_config(spec, options)
+        entry = await self._get(spec, config, keep_alive)
+        try:
+            yield entry
+        finally:
+            await self._release(entry)
+
+    def runner_config(self, spec: ModelSpec, options: Options) -> RunnerConfig:
+        """The runner a request needs: load-time options resolved against this machine."""
+        num_ctx = options.num_ctx
+        train = spec.context_length
+        if train and num_ctx > train:
+            num_ctx = train
+        parallel = options.num_parallel or self.settings.num_parallel
+        if parallel <= 0:
+            parallel = estimate.auto_parallel(spec.model_path, num_ctx, self.settings.kv_cache_type)
+        return RunnerConfig(
+            model_path=spec.model_path,
+            num_ctx=max(num_ctx, 4),
+            num_parallel=parallel,
+            num_batch=max(options.num_batch, 1),
+            num_thread=options.num_thread or self.settings.num_thread,
+            num_gpu_layers=0,
+            main_gpu=options.main_gpu,
+            use_mmap=options.use_mmap if options.use_mmap is not None else True,
+            flash_attention=self.settings.flash_attention,
+            kv_cache_type=self.settings.kv_cache_type,
+            verbose=self.settings.debug > 0,
+        )
+
+    async def loaded_models(self) -> list[LoadedModel]:
+        return sorted(self._loaded.values(), key=lambda m: m.expires_at_wall(), reverse=True)
+
+    async def unload(self, model_path: str) -> bool:
+        """Unload now if idle, else as soon as its last request ends (``keep_alive: 0``)."""
+        entry = self._loaded.get(model_path)
+        if entry is None:
+            return False
+        entry.keep_alive = 0.0
+        if entry.refcount == 0:
+            await self._unload(entry, reason="requested")
+        return True
+
+    async def shutdown(self) -> None:
+        self._closed = True
+        for task in list(self._loading.values()):
+            task.cancel()
+        entries = list(self._loaded.values())
+        await asyncio.gather(*(self._unload(e, reason="shutdown") for e in entries))
+
+    # ---- acquiring -------------------------------------------------------------------
+
+    async def _get(
+        self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None
+    ) -> LoadedModel:
+        if self._pending >= self.settings.max_queue:
+            raise ServerBusyError()
+        self._pending += 1
+        try:
+            while True:
+                entry = self._loaded.get(spec.model_path)
+                if entry is not None and not entry.unloading:
+                    if not entry.runner.alive:
+                        logger.warning(
+                            "runner for %s (pid %d) is gone; reloading",
+                            spec.name,
+                            entry.runner.pid,
+                        )
+                        await self._unload(entry, reason="runner died")
+                        continue
+                    if _compatible(entry.config, config):
+                        self._use(entry, keep_alive)
+                        return entry
+                    if entry.refcount == 0:
+                        await self._unload(entry, reason="options changed")
+                        continue
+                    entry.keep_alive = 0.0  # drain it; reload once its requests end
+                    await self._wait_for_change()
+                    continue
+                if entry is not None:  # unloading
+                    await self._wait_for_change()
+                    continue
+                entry = await self._load_shared(spec, config, keep_alive)
+                if entry.unloading or self._loaded.get(spec.model_path) is not entry:
+                    continue
+                self._use(entry, keep_alive)
+                return entry
+        except asyncio.CancelledError:
+            raise RequestCanceledError() from None
+        finally:
+            self._pending -= 1
+
+    def _use(self, entry: LoadedModel, keep_alive: float | None) -> None:
+        entry.refcount += 1
+        if keep_alive is not None:
+            entry.keep_alive = keep_alive
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        entry.expires_at = None
+
+    async def _load_shared(
+        self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None
+    ) -> LoadedModel:
+        task = self._loading.get(spec.model_path)
+        if task is None:
+            task = asyncio.create_task(self._load(spec, config, keep_alive))
+            self._loading[spec.model_path] = task
+            task.add_done_callback(lambda _t: self._loading.pop(spec.model_path, None))
+        # shield: a cancelled requester must not cancel the load others wait for
+        return await asyncio.shield(task)
+
+    async def _load(
+        self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None
+    ) -> LoadedModel:
+        await self._make_room(spec)
+        started = time.monotonic()
+        logger.info(
+            "loading model %s (%s, ctx %d x %d parallel)",
+            spec.name,
+            spec.model_path,
+            config.num_ctx,
+            config.num_parallel,
+        )
+        runner = await self._factory(config)
+        entry = LoadedModel(
+            spec=spec,
+            runner=runner,
+            config=config,
+            loaded_at=time.time(),
+            keep_alive=self.settings.keep_alive_seconds if keep_alive is None else keep_alive,
+            load_duration=time.monotonic() - started,
+        )
+        if self._closed:
+            await runner.stop()
+            raise RequestCanceledError("server is shutting down")
+        self._loaded[spec.model_path] = entry
+        logger.info(
+            "loaded model %s in %.2fs (pid %d)", spec.name, entry.load_duration, runner.pid
+        )
+        await self._notify()
+        # Nobody may be using it yet (all requesters cancelled): start its keep-alive now;
+        # the next _use cancels the timer.
+        self._schedule_expiry(entry)
+        return entry
+
+    async def _make_room(self, spec: ModelSpec) -> None:
+        while len(self._loaded) + len(self._loading) - 1 >= self._max_loaded:
+            victim = self._pick_victim()
+            if victim is None:
+                await self._wait_for_change()
+                continue
+            logger.info(
+                "evicting %s to load %s (max loaded models %d)",
+                victim.spec.name,
+                spec.name,
+                self._max_loaded,
+            )
+            await self._unload(victim, reason="evicted")
+
+    def _pick_victim(self) -> LoadedModel | None:
+        idle = [e for e in self._loaded.values() if e.refcount == 0 and not e.unloading]
+        if not idle:
+            return None
+        return min(idle, key=lambda e: (e.expires_at or float("inf"), e.keep_alive, e.key))
+
+    # ---- releasing and expiry ------------------------------------------------------
+
+    async def _release(self, entry: LoadedModel) -> None:
+        entry.refcount = max(entry.refcount - 1, 0)
+        if entry.refcount == 0:
+            if not entry.runner.alive:
+                await self._unload(entry, reason="runner died")
+            elif entry.keep_alive <= 0:
+                await self._unload(entry, reason="keep_alive 0")
+            else:
+                self._schedule_expiry(entry)
+        await self._notify()
+
+    def _schedule_expiry(self, entry: LoadedModel) -> None:
+        if entry.refcount > 0 or entry.unloading:
+            return
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        if entry.keep_alive == FOREVER:
+            entry.expires_at = None
+            return
+        loop = asyncio.get_running_loop()
+        entry.expires_at = time.monotonic() + entry.keep_alive
+        entry.timer = loop.call_later(entry.keep_alive, self._expire, entry)
+
+    def _expire(self, entry: LoadedModel) -> None:
+        entry.timer = None
+        if entry.refcount == 0 and not entry.unloading:
+            task = asyncio.get_running_loop().create_task(self._unload(entry, reason="expired"))
+            task.add_done_callback(_log_task_error)
+
+    async def _unload(self, entry: LoadedModel, *, reason: str) -> None:
+        if entry.unloading:
+            return
+        entry.unloading = True
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        logger.info("unloading model %s (pid %d): %s", entry.spec.name, entry.runner.pid, reason)
+        try:
+            await entry.runner.stop()
+        finally:
+            if self._loaded.get(entry.key) is entry:
+                del self._loaded[entry.key]
+            await self._notify()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _wait_for_change(self) -> None:
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._changed.wait()
+
+
+def _compatible(loaded: RunnerConfig, wanted: RunnerConfig) -> bool:
+    """A loaded runner serves a request when its load-time options satisfy the request's.
+
+    A smaller or equal context than the loaded one is fine (no reload just to shrink it).
+    """
+    if loaded.model_path != wanted.model_path or loaded.embedding != wanted.embedding:
+        return False
+    if wanted.num_ctx > loaded.num_ctx:
+        return False
+    return (
+        loaded.num_batch == wanted.num_batch
+        and loaded.num_thread == wanted.num_thread
+        and loaded.use_mmap == wanted.use_mmap
+        and loaded.num_parallel == wanted.num_parallel
+        and loaded.num_gpu_layers == wanted.num_gpu_layers
+        and loaded.main_gpu == wanted.main_gpu
+    )
+
+
+def _log_task_error(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("scheduler task failed", exc_info=task.exception())

@@ -1,0 +1,84 @@
+"""The HTTP application: routes, one place mapping errors to responses, and lifecycle.
+
+Errors: a ``CorralError`` becomes ``{"error": message}`` with its status; an unknown route
+``404 page not found`` and a wrong method ``405 method not allowed`` (plain text, as
+Ollama); anything else is a bug, logged with its traceback and answered with a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from corral.config import Settings
+from corral.errors import CorralError
+from corral.scheduler import Scheduler
+from corral.server.routes import Api
+from corral.store import ModelStore
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+async def _corral_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CorralError)
+    if exc.status >= 500:
+        logger.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return PlainTextResponse("404 page not found", status_code=404)
+    if exc.status_code == 405:
+        return PlainTextResponse("405 method not allowed", status_code=405)
+    return PlainTextResponse(str(exc.detail), status_code=exc.status_code)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("%s %s crashed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": f"internal error: {exc}"}, status_code=500)
+
+
+def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler) -> Starlette:
+    api = Api(settings, store, scheduler)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await scheduler.shutdown()
+
+    routes = [
+        Route("/", api.root, methods=["GET", "HEAD"]),
+        Route("/api/version", api.version, methods=["GET", "HEAD"]),
+        Route("/api/tags", api.tags, methods=["GET", "HEAD"]),
+        Route("/api/ps", api.ps, methods=["GET"]),
+        Route("/api/show", api.show, methods=["POST"]),
+        Route("/api/pull", api.pull, methods=["POST"]),
+        Route("/api/delete", api.delete, methods=["DELETE"]),
+        Route("/api/copy", api.copy, methods=["POST"]),
+        Route("/api/generate", api.generate, methods=["POST"]),
+        Route("/api/chat", api.chat, methods=["POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            CorralError: _corral_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.api = api
+    return app

@@ -1,0 +1,216 @@
+"""A model as the request handlers need it: resolved from the store, read once, cached.
+
+``ModelCatalog.resolve(raw_name)`` validates the name (hostile input: it becomes a path),
+finds the manifest (case-insensitively, Ollama's newest behaviour), and reads its layers:
+the GGUF blob, template, system prompt, parameters, license and messages. Results are
+cached per manifest digest, so a hot path does one small file read to check freshness.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from corral.api.options import validate_options
+from corral.errors import InvalidNameError, ModelNotFoundError, StoreError
+from corral.gguf import ArraySummary, GGUFInfo, format_parameter_count, read_gguf
+from corral.scheduler import ModelSpec
+from corral.store import (
+    MEDIA_TYPE_ADAPTER,
+    MEDIA_TYPE_LICENSE,
+    MEDIA_TYPE_MESSAGES,
+    MEDIA_TYPE_MODEL,
+    MEDIA_TYPE_PARAMS,
+    MEDIA_TYPE_PROJECTOR,
+    MEDIA_TYPE_SYSTEM,
+    MEDIA_TYPE_TEMPLATE,
+    Manifest,
+    ModelConfig,
+    ModelStore,
+    Name,
+)
+from corral.templates.prompt import PromptTemplate
+
+__all__ = ["ModelCatalog", "ResolvedModel", "parse_name"]
+
+logger = logging.getLogger(__name__)
+
+
+def parse_name(raw: str) -> Name:
+    try:
+        return Name.parse(raw)
+    except InvalidNameError:
+        raise
+    except Exception as exc:  # pragma: no cover - the parser raises only InvalidNameError
+        raise InvalidNameError() from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    name: Name
+    requested: str
+    manifest: Manifest
+    digest: str
+    modified_at: datetime
+    model_path: str
+    gguf: GGUFInfo
+    config: ModelConfig
+    template_source: str
+    system: str
+    params: dict[str, Any]
+    license: list[str]
+    messages: list[dict[str, Any]]
+    has_adapter: bool
+    has_projector: bool
+    _template: list[PromptTemplate] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def template(self) -> PromptTemplate:
+        if not self._template:
+            self._template.append(
+                PromptTemplate.from_sources(self.template_source or None, self.gguf.chat_template)
+            )
+        return self._template[0]
+
+    @property
+    def is_embedding(self) -> bool:
+        return self.gguf.architecture in {"bert", "nomic-bert", "jina-bert-v2"} or (
+            self.gguf.metadata.get(f"{self.gguf.architecture}.pooling_type") is not None
+            and self.gguf.architecture.endswith("bert")
+        )
+
+    def details(self) -> dict[str, Any]:
+        family = self.config.model_family or self.gguf.architecture
+        families = list(self.config.model_families) or [family]
+        return {
+            "parent_model": "",
+            "format": self.config.model_format or "gguf",
+            "family": family,
+            "families": families,
+            "parameter_size": self.config.model_type
+            or format_parameter_count(self.gguf.parameter_count),
+            "quantization_level": self.config.file_type or self.gguf.file_type,
+        }
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(
+            name=self.name.display_short,
+            model=self.requested,
+            digest=self.digest,
+            model_path=self.model_path,
+            size_bytes=self.manifest.total_size,
+            context_length=self.gguf.context_length,
+            details=self.details(),
+        )
+
+    def model_info(self, *, verbose: bool = False) -> dict[str, Any]:
+        """GGUF metadata as Ollama's ``model_info``: long arrays elided unless verbose."""
+        info: dict[str, Any] = {}
+        source = read_gguf(self.model_path, full_arrays=True).metadata if verbose else (
+            self.gguf.metadata
+        )
+        for key, value in source.items():
+            if key in {"general.name", "tokenizer.chat_template"}:
+                continue
+            if isinstance(value, ArraySummary):
+                info[key] = None
+            elif isinstance(value, list) and len(value) > 5 and not verbose:
+                info[key] = None
+            else:
+                info[key] = value
+        info["general.parameter_count"] = self.gguf.parameter_count
+        return dict(sorted(info.items()))
+
+
+class ModelCatalog:
+    """Resolves names against the store, caching what was read per manifest digest."""
+
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+        self._cache: dict[str, ResolvedModel] = {}
+
+    def resolve(self, raw: str) -> ResolvedModel:
+        """Blocking (file reads): call through ``asyncio.to_thread``."""
+        name = parse_name(raw)
+        found = self.store.find(name)
+        if found is None:
+            raise ModelNotFoundError(raw)
+        try:
+            entry = self.store.get(found)
+        except ModelNotFoundError:
+            raise ModelNotFoundError(raw) from None
+        cached = self._cache.get(entry.digest)
+        if cached is not None and cached.name == found:
+            return cached
+        resolved = self._read(found, raw, entry.manifest, entry.digest, entry.modified_at)
+        if len(self._cache) > 64:
+            self._cache.clear()
+        self._cache[entry.digest] = resolved
+        return resolved
+
+    def _read(
+        self, name: Name, raw: str, manifest: Manifest, digest: str, modified_at: datetime
+    ) -> ResolvedModel:
+        model_layer = manifest.layer(MEDIA_TYPE_MODEL)
+        if model_layer is None:
+            raise StoreError(f"model '{raw}' has no model layer")
+        model_path = self.store.blob_path(model_layer.digest)
+        if not model_path.is_file():
+            raise StoreError(f"model '{raw}' is incomplete: its weights blob is missing")
+        gguf = read_gguf(model_path)
+        config = ModelConfig.from_json(self._blob(manifest.config.digest))
+        params: dict[str, Any] = {}
+        params_layer = manifest.layer(MEDIA_TYPE_PARAMS)
+        if params_layer is not None:
+            try:
+                loaded = json.loads(self._blob(params_layer.digest))
+                params = validate_options(loaded if isinstance(loaded, dict) else {})
+            except (ValueError, StoreError) as exc:
+                logger.warning("ignoring unreadable params of %s: %s", raw, exc)
+        messages: list[dict[str, Any]] = []
+        messages_layer = manifest.layer(MEDIA_TYPE_MESSAGES)
+        if messages_layer is not None:
+            try:
+                loaded_messages = json.loads(self._blob(messages_layer.digest))
+                if isinstance(loaded_messages, list):
+                    messages = [m for m in loaded_messages if isinstance(m, dict)]
+            except ValueError:
+                logger.warning("ignoring unreadable messages of %s", raw)
+        return ResolvedModel(
+            name=name,
+            requested=raw,
+            manifest=manifest,
+            digest=digest,
+            modified_at=modified_at,
+            model_path=str(model_path),
+            gguf=gguf,
+            config=config,
+            template_source=self._text(manifest, MEDIA_TYPE_TEMPLATE),
+            system=self._text(manifest, MEDIA_TYPE_SYSTEM),
+            params=params,
+            license=[
+                self._blob(layer.digest).decode("utf-8", errors="replace")
+                for layer in manifest.layers_of(MEDIA_TYPE_LICENSE)
+            ],
+            messages=messages,
+            has_adapter=manifest.layer(MEDIA_TYPE_ADAPTER) is not None,
+            has_projector=manifest.layer(MEDIA_TYPE_PROJECTOR) is not None,
+        )
+
+    def _blob(self, digest: str) -> bytes:
+        path = self.store.blob_path(digest)
+        try:
+            if path.stat().st_size > 16 * 1024 * 1024:
+                raise StoreError(f"blob {digest} is too large to be a text layer")
+            return path.read_bytes()
+        except OSError as exc:
+            raise StoreError(f"blob {digest} is missing from the store") from exc
+
+    def _text(self, manifest: Manifest, media_type: str) -> str:
+        layer = manifest.layer(media_type)
+        if layer is None:
+            return ""
+        return self._blob(layer.digest).decode("utf-8", errors="replace")

@@ -1,0 +1,82 @@
+"""``corral serve``: open the store, start the scheduler, listen until a signal arrives.
+
+Shutdown (SIGINT/SIGTERM, handled by uvicorn): stop accepting, let responses in flight
+finish for a grace period, then the app's lifespan stops every runner. Runners also exit by
+themselves if this process dies without that (their stdin pipe closes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import uvicorn
+
+from corral import __version__
+from corral.config import Settings
+from corral.errors import CorralError
+from corral.runner.client import RunnerClient, RunnerConfig
+from corral.scheduler import RunnerLike, Scheduler
+from corral.server.app import create_app
+from corral.store import ModelStore
+
+__all__ = ["configure_logging", "run_server"]
+
+logger = logging.getLogger("corral.server")
+
+
+def configure_logging(settings: Settings) -> None:
+    level = logging.DEBUG if settings.debug else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="time=%(asctime)s level=%(levelname)s source=%(name)s msg=%(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CorralError(
+                f"listen tcp {host}:{port}: bind: address already in use ({exc.strerror})"
+            ) from exc
+
+
+async def run_server(settings: Settings) -> None:
+    store = ModelStore(settings.models_dir)
+    store.blobs_dir.mkdir(parents=True, exist_ok=True)
+    store.manifests_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.no_prune:
+        removed = await asyncio.to_thread(store.prune)
+        if removed:
+            logger.info("pruned %d unused blobs", removed)
+
+    async def start_runner(config: RunnerConfig) -> RunnerLike:
+        return await RunnerClient.start(config, load_timeout=settings.load_timeout_seconds)
+
+    scheduler = Scheduler(settings, start_runner)
+    app = create_app(settings, store, scheduler)
+    host, port = settings.host.host, settings.host.port
+    _check_port_free(host, port)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=settings.debug > 0,
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    logger.info(
+        "Listening on %s:%d (version %s), models in %s", host, port, __version__,
+        settings.models_dir,
+    )
+    logger.info("server config %s", settings.describe())
+    await server.serve()

@@ -1,0 +1,219 @@
+"""Prompt assembly: a model's template × a conversation → the text the runner tokenizes.
+
+Two kinds of template, as in Ollama:
+- a Go template (the model's ``template`` layer). If it uses ``.Messages`` it runs once with
+  the whole conversation; otherwise (older templates) it runs once per
+  (system, prompt, response) turn and the pieces are joined, the last turn cut right after
+  ``{{ .Response }}`` so the model writes the answer;
+- a GGUF Jinja ``tokenizer.chat_template``, used only when there is no Go template.
+
+``fit_chat_prompt`` drops the oldest messages (never system messages, never the last one)
+until the rendered prompt fits the context window, as Ollama's ``chatPrompt`` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from corral.templates.gotemplate import GoTemplate
+from corral.templates.jinja import JinjaChatTemplate
+
+__all__ = ["PromptTemplate", "fit_chat_prompt"]
+
+_SENTINEL = "\x00corral-response\x00"
+
+TemplateMessage = dict[str, Any]
+CountTokens = Callable[[str], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class PromptTemplate:
+    """A model's prompt format; build with ``PromptTemplate.from_sources``."""
+
+    go: GoTemplate | None = None
+    jinja: JinjaChatTemplate | None = None
+    bos_token: str = ""
+    eos_token: str = ""
+
+    @classmethod
+    def from_sources(
+        cls,
+        go_source: str | None,
+        jinja_source: str | None = None,
+        *,
+        bos_token: str = "",
+        eos_token: str = "",
+    ) -> PromptTemplate:
+        if go_source:
+            return cls(go=GoTemplate(go_source))
+        if jinja_source:
+            return cls(
+                jinja=JinjaChatTemplate(jinja_source), bos_token=bos_token, eos_token=eos_token
+            )
+        return cls(go=GoTemplate("{{ .Prompt }}"))
+
+    @property
+    def source(self) -> str:
+        if self.go is not None:
+            return self.go.source
+        return self.jinja.source if self.jinja is not None else ""
+
+    def uses(self, field: str) -> bool:
+        return self.go.references(field) if self.go is not None else False
+
+    def render(
+        self, messages: Sequence[TemplateMessage], tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        """Render the conversation and leave the prompt open for the assistant's answer."""
+        if self.go is None:
+            assert self.jinja is not None
+            return self.jinja.render(
+                [_jinja_message(m) for m in messages],
+                tools=tools,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+            )
+        if self.go.references("Messages"):
+            return self._render_messages(self.go, messages, tools)
+        return self._render_turns(self.go, messages)
+
+    @staticmethod
+    def _render_messages(
+        go: GoTemplate, messages: Sequence[TemplateMessage], tools: list[dict[str, Any]] | None
+    ) -> str:
+        system = "\n\n".join(m["Content"] for m in messages if m["Role"] == "system")
+        data = {
+            "System": system,
+            "Messages": _merge_consecutive(messages),
+            "Tools": [_go_tool(t) for t in tools or []],
+            "Prompt": "",
+            "Response": "",
+            "Suffix": "",
+            "Think": False,
+            "IsThinkSet": False,
+        }
+        return go.render(data)
+
+    @staticmethod
+    def _render_turns(go: GoTemplate, messages: Sequence[TemplateMessage]) -> str:
+        pieces: list[str] = []
+        system = prompt = response = ""
+
+        def flush(final: bool) -> None:
+            data = {
+                "System": system,
+                "Prompt": prompt,
+                "Response": _SENTINEL if final else response,
+                "Messages": [],
+            }
+            text = go.render(data)
+            if final:
+                cut = text.find(_SENTINEL)
+                text = text if cut == -1 else text[:cut]
+            pieces.append(text)
+
+        for message in messages:
+            role, content = message["Role"], message["Content"]
+            if role == "system":
+                if prompt or response:
+                    flush(False)
+                    system = prompt = response = ""
+                system = f"{system}\n\n{content}" if system else content
+            elif role == "user":
+                if prompt or response:
+                    flush(False)
+                    system = prompt = response = ""
+                prompt = content
+            elif role == "assistant":
+                response = content
+        if response:
+            flush(False)
+            system = prompt = response = ""
+        flush(True)
+        return "".join(pieces)
+
+
+def _merge_consecutive(messages: Sequence[TemplateMessage]) -> list[TemplateMessage]:
+    """Consecutive messages of one role become one (blank line between), except ``tool``."""
+    merged: list[TemplateMessage] = []
+    for message in messages:
+        if (
+            merged
+            and merged[-1]["Role"] == message["Role"]
+            and message["Role"] not in {"tool", "system"}
+            and not merged[-1].get("ToolCalls")
+            and not message.get("ToolCalls")
+        ):
+            previous = dict(merged[-1])
+            previous["Content"] = f"{previous['Content']}\n\n{message['Content']}"
+            merged[-1] = previous
+        else:
+            merged.append(message)
+    return merged
+
+
+def _go_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A tool definition keyed both ways: JSON names print, Go field names resolve."""
+    function = tool.get("function") or {}
+    return {
+        "Type": tool.get("type", "function"),
+        "Function": {
+            "Name": function.get("name", ""),
+            "Description": function.get("description", ""),
+            "Parameters": function.get("parameters", {}),
+        },
+        "type": tool.get("type", "function"),
+        "function": function,
+    }
+
+
+def _jinja_message(message: TemplateMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message["Role"], "content": message["Content"]}
+    if message.get("ToolCalls"):
+        out["tool_calls"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": c["Function"]["Name"],
+                    "arguments": c["Function"]["Arguments"],
+                },
+            }
+            for c in message["ToolCalls"]
+        ]
+    if message.get("ToolName"):
+        out["name"] = message["ToolName"]
+    return out
+
+
+async def fit_chat_prompt(
+    template: PromptTemplate,
+    messages: Sequence[TemplateMessage],
+    tools: list[dict[str, Any]] | None,
+    num_ctx: int,
+    count_tokens: CountTokens,
+) -> str:
+    """Render, dropping the oldest non-system messages until the prompt fits ``num_ctx``."""
+    if not messages:
+        return template.render([], tools)
+    full = template.render(messages, tools)
+    if await count_tokens(full) <= num_ctx:
+        return full
+    systems = [i for i, m in enumerate(messages) if m["Role"] == "system"]
+    last = len(messages) - 1
+
+    def window(start: int) -> list[TemplateMessage]:
+        return [m for i, m in enumerate(messages) if i >= start or i in systems]
+
+    # The prompt only shrinks as ``start`` grows: binary search the earliest start that fits.
+    low, high = 1, last
+    best = last
+    while low <= high:
+        middle = (low + high) // 2
+        if await count_tokens(template.render(window(middle), tools)) <= num_ctx:
+            best = middle
+            high = middle - 1
+        else:
+            low = middle + 1
+    return template.render(window(best), tools)
