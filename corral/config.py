@@ -10,6 +10,7 @@ Durations follow Ollama's rules: a bare number is seconds, otherwise a Go durati
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -34,7 +35,7 @@ FOREVER = math.inf
 
 DEFAULT_PORT = 11434
 
-_GO_DURATION_RE = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+_GO_DURATION_RE = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
 _UNIT_SECONDS = {
     "ns": 1e-9,
     "us": 1e-6,
@@ -56,9 +57,14 @@ def parse_duration(value: str | float | int) -> float:
     if isinstance(value, bool):
         raise ValueError(f"Unsupported type: '{type(value).__name__}'")
     if isinstance(value, int | float):
-        if math.isnan(value):
+        if isinstance(value, float) and math.isnan(value):
             raise ValueError("time: invalid duration \"NaN\"")
-        return FOREVER if value < 0 else float(value)
+        if value < 0:
+            return FOREVER
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond float range: as long as forever
+            return FOREVER
     text = value.strip()
     try:
         number = float(text)
@@ -75,7 +81,7 @@ def parse_duration(value: str | float | int) -> float:
 def _parse_go_duration(text: str, *, original: str) -> float:
     sign = 1.0
     body = text
-    if body[:1] in "+-":
+    if body[:1] in ("+", "-"):
         sign = -1.0 if body[0] == "-" else 1.0
         body = body[1:]
     if body == "0":
@@ -128,12 +134,23 @@ def parse_host(raw: str | None) -> HostPort:
     scheme = parts.scheme or "http"
     default_port = {"http": 80, "https": 443}.get(scheme, DEFAULT_PORT) if had_scheme else DEFAULT_PORT
     host = parts.hostname or "127.0.0.1"
+    bare = parts.netloc.strip("[]")
+    if ":" in bare and _is_ip_address(bare):  # a bare IPv6 address, no port (like Go)
+        return HostPort(scheme, str(ipaddress.ip_address(bare)), default_port)
     try:
         port = parts.port if parts.port is not None else default_port
     except ValueError:
-        logger.warning("invalid port in OLLAMA_HOST=%r, using %d", raw, DEFAULT_PORT)
-        port = DEFAULT_PORT
+        logger.warning("invalid port in OLLAMA_HOST=%r, using %d", raw, default_port)
+        port = default_port
     return HostPort(scheme, host, port)
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _default_num_parallel() -> int:
@@ -204,7 +221,7 @@ class Settings:
         """A copy with some fields replaced (tests and the CLI's background server)."""
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         current.update(changes)
-        return Settings(**current)  # type: ignore[arg-type]
+        return Settings(**current)
 
 
 class _Reader:

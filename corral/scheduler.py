@@ -105,6 +105,7 @@ class Scheduler:
         self._max_loaded = max_loaded or settings.max_loaded_models or 3
         self._loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
+        self._reserved: set[str] = set()  # loads past _make_room, not yet in _loaded
         self._pending = 0
         self._changed = asyncio.Condition()
         self._closed = False
@@ -232,6 +233,20 @@ class Scheduler:
         self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None
     ) -> LoadedModel:
         await self._make_room(spec)
+        self._reserved.add(spec.model_path)
+        try:
+            entry = await self._start(spec, config, keep_alive)
+        finally:
+            self._reserved.discard(spec.model_path)
+        await self._notify()
+        # Nobody may be using it yet (all requesters cancelled): start its keep-alive now;
+        # the next _use cancels the timer.
+        self._schedule_expiry(entry)
+        return entry
+
+    async def _start(
+        self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None
+    ) -> LoadedModel:
         started = time.monotonic()
         logger.info(
             "loading model %s (%s, ctx %d x %d parallel)",
@@ -253,17 +268,12 @@ class Scheduler:
             await runner.stop()
             raise RequestCanceledError("server is shutting down")
         self._loaded[spec.model_path] = entry
-        logger.info(
-            "loaded model %s in %.2fs (pid %d)", spec.name, entry.load_duration, runner.pid
-        )
-        await self._notify()
-        # Nobody may be using it yet (all requesters cancelled): start its keep-alive now;
-        # the next _use cancels the timer.
-        self._schedule_expiry(entry)
+        logger.info("loaded model %s in %.2fs (pid %d)", spec.name, entry.load_duration, runner.pid)
         return entry
 
     async def _make_room(self, spec: ModelSpec) -> None:
-        while len(self._loaded) + len(self._loading) - 1 >= self._max_loaded:
+        # Loads still waiting here do not count, or two of them wait for each other forever.
+        while len(self._loaded) + len(self._reserved) >= self._max_loaded:
             victim = self._pick_victim()
             if victim is None:
                 await self._wait_for_change()
@@ -277,7 +287,12 @@ class Scheduler:
             await self._unload(victim, reason="evicted")
 
     def _pick_victim(self) -> LoadedModel | None:
-        idle = [e for e in self._loaded.values() if e.refcount == 0 and not e.unloading]
+        # A runner whose load task is still registered has not reached its requesters yet.
+        idle = [
+            e
+            for e in self._loaded.values()
+            if e.refcount == 0 and not e.unloading and e.key not in self._loading
+        ]
         if not idle:
             return None
         return min(idle, key=lambda e: (e.expires_at or float("inf"), e.keep_alive, e.key))
@@ -311,8 +326,13 @@ class Scheduler:
     def _expire(self, entry: LoadedModel) -> None:
         entry.timer = None
         if entry.refcount == 0 and not entry.unloading:
-            task = asyncio.get_running_loop().create_task(self._unload(entry, reason="expired"))
+            task = asyncio.get_running_loop().create_task(self._unload_if_idle(entry))
             task.add_done_callback(_log_task_error)
+
+    async def _unload_if_idle(self, entry: LoadedModel) -> None:
+        # Checked again here: a request may have taken the runner before this task ran.
+        if entry.refcount == 0 and not entry.unloading:
+            await self._unload(entry, reason="expired")
 
     async def _unload(self, entry: LoadedModel, *, reason: str) -> None:
         if entry.unloading:

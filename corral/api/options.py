@@ -84,9 +84,13 @@ def coerce_option(key: str, value: Any) -> Any:
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidOptionError(f'option "{key}" must be of type float32')
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            raise InvalidOptionError(f'option "{key}" must be a finite number') from None
+        if not math.isfinite(number):
             raise InvalidOptionError(f'option "{key}" must be a finite number')
-        return float(value)
+        return number
     if kind == "bool":
         if not isinstance(value, bool):
             raise InvalidOptionError(f'option "{key}" must be of type boolean')

@@ -74,7 +74,10 @@ class BundledModel:
         return found
 
     def template(self) -> str:
-        return resources.files("corral.catalog").joinpath(self.template_file).read_text("utf-8")
+        # The files end with a newline (editors insist); the template must not, or every
+        # prompt ends with a stray "\n" after the assistant header and answers degrade.
+        text = resources.files("corral.catalog").joinpath(self.template_file).read_text("utf-8")
+        return text.removesuffix("\n")
 
 
 BUNDLED: tuple[BundledModel, ...] = (

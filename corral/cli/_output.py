@@ -7,11 +7,9 @@ import sys
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 __all__ = ["err", "err_inline", "out", "print_json", "table", "write"]
 
-_stdout = Console(highlight=False, soft_wrap=True)
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -34,13 +32,13 @@ def print_json(value: Any) -> None:
 
 
 def table(headers: list[str], rows: list[list[str]]) -> None:
-    """Plain aligned columns, as Ollama prints them (no borders: easy to grep)."""
-    grid = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 4, 0, 0))
-    for header in headers:
-        grid.add_column(header, no_wrap=True)
+    """Aligned columns without borders, as Ollama prints them: never truncated, easy to grep."""
+    widths = [len(h) for h in headers]
     for row in rows:
-        grid.add_row(*row)
-    _stdout.print(grid)
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    for row in [headers, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        print("    ".join(cells).rstrip(), flush=True)
 
 
 def err_inline(text: str) -> None:

@@ -12,11 +12,12 @@ from typing import Any
 
 import llama_cpp as llama
 
-from corral.runner.engine import EngineConfig
+from corral.runner.engine import LLAMA_ERRORS, EngineConfig
 from corral.runner.server import serve
 
-# llama.cpp log levels: 1 debug? no — GGML: 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 cont
+# ggml log levels: 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the last line
 _LEVEL_WARN = 3
+_LEVEL_ERROR = 4
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -48,8 +49,12 @@ def _install_llama_log(verbose: bool) -> Any:
         # Level 5 continues the previous line.
         effective = _log_state["last_level"] if level == 5 else level
         _log_state["last_level"] = effective
+        decoded = text.decode("utf-8", errors="replace")
+        if effective >= _LEVEL_ERROR:
+            LLAMA_ERRORS.append(decoded)
+            del LLAMA_ERRORS[:-5]
         if verbose or effective >= _LEVEL_WARN:
-            sys.stderr.write(text.decode("utf-8", errors="replace"))
+            sys.stderr.write(decoded)
             sys.stderr.flush()
 
     llama.llama_log_set(_callback, ctypes.c_void_p(0))

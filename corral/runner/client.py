@@ -198,9 +198,11 @@ class RunnerClient:
                 return
             if status == "error":
                 await self._wait_exit(5.0)
-                raise self._terminated_error() if not self.alive else RunnerError(
-                    str(health.get("error", "llama runner failed to load the model"))
-                )
+                if not self.alive:
+                    raise self._terminated_error()
+                reason = str(health.get("error", "llama runner failed to load the model"))
+                detail = self.last_error_line()
+                raise RunnerError(f"{reason}: {detail}" if detail else reason)
             if time.monotonic() > deadline:
                 detail = self.last_error_line()
                 raise RunnerError(

@@ -41,8 +41,18 @@ logger = logging.getLogger(__name__)
 Event = dict[str, Any]
 
 
+#: the last error lines llama.cpp logged in this process (filled by the log callback in
+#: ``__main__``), so a load failure can say why instead of just "failed"
+LLAMA_ERRORS: list[str] = []
+
+
 class LoadError(RuntimeError):
     """The model file could not be loaded or the context could not be created."""
+
+    def __init__(self, message: str) -> None:
+        specific = [line for line in LLAMA_ERRORS if "error loading model" in line]
+        reason = (specific or [line for line in LLAMA_ERRORS if line.strip()] or [""])[-1]
+        super().__init__(f"{message}: {reason.strip()}" if reason else message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,7 +413,12 @@ class Engine:
             if slot.task is None or slot.pending_token is not None or n >= capacity:
                 continue
             remaining = slot.prompt[slot.n_past :]
-            take = remaining[: capacity - n]
+            # The last prompt token is decoded in a step of its own, as it is when the rest
+            # of the prompt comes from the cache: its logits then do not depend on how much
+            # of the prompt was cached (batch size changes llama.cpp's numerics slightly,
+            # enough to flip a greedy choice).
+            limit = len(remaining) - 1 if len(remaining) > 1 else 1
+            take = remaining[: min(limit, capacity - n)]
             for offset, token in enumerate(take):
                 last = offset == len(remaining) - 1
                 _batch_add(batch, n, token, slot.n_past, slot.seq_id, last)
@@ -413,7 +428,7 @@ class Engine:
                     slot.batch_index = n
                 n += 1
             slot.prompt_eval_count += len(take)
-            if len(take) == len(remaining):
+            if take and len(take) == len(remaining):
                 active.append(slot)
         if n == 0:
             return
@@ -437,7 +452,9 @@ class Engine:
             return
         slot.generated.append(token)
         slot.pending_token = token
-        text = slot.utf8.feed(self.token_bytes(token))
+        # Control tokens render as text (special=True) so stop strings such as
+        # "<|im_start|>" can match them; llama.cpp would otherwise print them as "".
+        text = slot.utf8.feed(self.token_bytes(token, special=True))
         if text:
             visible, stopped = slot.stops.feed(text)
             if visible:

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 from corral.runner.engine import GRAMMARS, Engine, EngineConfig, LoadError, Task
@@ -237,18 +238,22 @@ async def _send_json(writer: asyncio.StreamWriter, status: int, payload: dict[st
     await writer.drain()
 
 
-async def _watch_parent() -> None:
-    """Return when stdin (a pipe from the parent) closes: the parent is gone."""
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, _block_until_stdin_eof)
+def _watch_parent(loop: asyncio.AbstractEventLoop, gone: asyncio.Event) -> None:
+    """Set ``gone`` when stdin (a pipe from the parent) closes: the parent is gone.
 
+    A daemon thread, not the default executor: ``asyncio.run`` waits for executor threads
+    at exit, and this one blocks in ``read`` until the parent goes away.
+    """
 
-def _block_until_stdin_eof() -> None:
-    try:
-        while sys.stdin.buffer.read(4096):
+    def block() -> None:
+        try:  # os.read on the raw fd: a buffered reader's lock breaks interpreter exit
+            while os.read(0, 4096):
+                pass
+        except OSError:
             pass
-    except (OSError, ValueError):
-        return
+        loop.call_soon_threadsafe(gone.set)
+
+    threading.Thread(target=block, name="parent-watch", daemon=True).start()
 
 
 async def serve(config: EngineConfig, *, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -258,7 +263,8 @@ async def serve(config: EngineConfig, *, host: str = "127.0.0.1", port: int = 0)
     bound = http.sockets[0].getsockname()[1]
     sys.stdout.write(json.dumps({"port": bound, "pid": os.getpid()}) + "\n")
     sys.stdout.flush()
-    parent_gone = asyncio.ensure_future(_watch_parent())
+    parent_gone = asyncio.Event()
+    _watch_parent(asyncio.get_running_loop(), parent_gone)
     try:
         await asyncio.to_thread(engine.load)
     except LoadError as exc:
@@ -270,6 +276,6 @@ async def serve(config: EngineConfig, *, host: str = "127.0.0.1", port: int = 0)
     server.status = "ok"
     logger.info("runner ready on 127.0.0.1:%d", bound)
     async with http:
-        await parent_gone
+        await parent_gone.wait()
     engine.stop()
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 
 import uvicorn
@@ -74,6 +75,11 @@ async def run_server(settings: Settings) -> None:
         lifespan="on",
     )
     server = uvicorn.Server(config)
+    # uvicorn handles SIGINT/SIGTERM during serve() and re-raises the signal afterwards so
+    # the default action would kill us with -15 after a clean shutdown; these handlers,
+    # restored by uvicorn before it re-raises, turn that into a normal exit (status 0).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     logger.info(
         "Listening on %s:%d (version %s), models in %s", host, port, __version__,
         settings.models_dir,

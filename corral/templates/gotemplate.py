@@ -26,7 +26,8 @@ Deliberately left out, or different from Go:
       template call Python callables would be unsafe;
     * custom delimiters, ``html/template`` escaping, complex numbers, 3-index slices;
     * strings are code points, not UTF-8 bytes, for ``len``, ``index`` and ``slice``;
-    * ints and floats compare with each other (JSON gives Python both, where Go has float64);
+    * ints and floats compare with each other, and ``printf``'s float verbs take ints (JSON
+      gives Python both kinds of number, where Go has only float64);
     * ``<nil>`` and ``<no value>`` print as the empty string, maps as JSON not ``map[k:v]``.
 
 Untrusted templates must not hang or exhaust the server, so execution is bounded: output size,
@@ -64,7 +65,7 @@ MAX_BUILT_CHARS: Final = 200 * 1024 * 1024
 """Most characters (and list elements) functions may build in one render, all together."""
 MAX_ITERATIONS: Final = 1_000_000
 """Most ``range`` iterations in one render, all loops together."""
-MAX_STEPS: Final = 10_000_000
+MAX_STEPS: Final = 4_000_000
 """Most nodes and commands evaluated in one render."""
 MAX_TEMPLATE_DEPTH: Final = 100
 """Deepest chain of ``template`` calls, which is how a template recurses."""
@@ -201,6 +202,10 @@ def _parse_digits(text: str, base: int, size: int) -> int:
     return int(text, base)
 
 
+_RADIX_DIGITS: Final = {"x": "0123456789abcdefABCDEF_", "o": "01234567_", "b": "01_"}
+_EXPONENT_MARKS: Final = {"": "eE", "x": "pP"}
+
+
 def _scan_number(source: str, pos: int) -> int:
     """Return where Go's number syntax starting at ``pos`` ends (same rules as Go's lexer)."""
 
@@ -210,21 +215,19 @@ def _scan_number(source: str, pos: int) -> int:
         return p
 
     p = pos + 1 if source[pos] in "+-" else pos
-    digits = "0123456789_"
+    radix = ""
     if source.startswith("0", p):
         p += 1
-        prefix = source[p : p + 1].lower()
-        if prefix and prefix in "xob":
-            digits = {"x": "0123456789abcdefABCDEF_", "o": "01234567_", "b": "01_"}[prefix]
+        if source[p : p + 1].lower() in ("x", "o", "b"):
+            radix = source[p].lower()
             p += 1
+    digits = _RADIX_DIGITS.get(radix, "0123456789_")
     p = run(p, digits)
     if source.startswith(".", p):
         p = run(p + 1, digits)
-    exponent = "eE" if len(digits) == 11 else "pP" if len(digits) == 23 else ""
-    if exponent and p < len(source) and source[p] in exponent:
-        p += 1
-        if p < len(source) and source[p] in "+-":
-            p += 1
+    marks = _EXPONENT_MARKS.get(radix, "")
+    if marks and p < len(source) and source[p] in marks:
+        p += 2 if source[p + 1 : p + 2] in ("+", "-") else 1
         p = run(p, "0123456789_")
     if source.startswith("i", p):
         p += 1
@@ -912,7 +915,10 @@ def _text_of(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return str(value)
+        try:
+            return str(value)
+        except ValueError as exc:  # Python refuses to print ints of more than 4300 digits
+            raise _EvalError(f"cannot print integer: {exc}") from exc
     if isinstance(value, float):
         return _format_float(value)
     if isinstance(value, Mapping | list | tuple):
@@ -1583,6 +1589,7 @@ class _Executor:
         self.line = node.line
         pipe, mark = node.pipe, len(self._names)
         items = _iteration(self._commands(pipe, dot), len(pipe.decl))
+        base = len(self._names)  # the pipeline itself may have declared variables
         if not pipe.is_assign:
             for name in pipe.decl:
                 self._push(name, None)
@@ -1593,7 +1600,7 @@ class _Executor:
             self._iterations += 1
             if self._iterations > MAX_ITERATIONS:
                 raise _EvalError(f"range ran more than {MAX_ITERATIONS} iterations")
-            self._bind(pipe, mark, key, element)
+            self._bind(pipe, base, key, element)
             try:
                 self._walk(node.body, element)
             except _BreakSignal:
@@ -1606,11 +1613,13 @@ class _Executor:
             self._walk(node.otherwise, dot)
         self._pop(mark)
 
-    def _bind(self, pipe: _Pipeline, mark: int, key: Any, element: Any) -> None:
+    def _bind(self, pipe: _Pipeline, base: int, key: Any, element: Any) -> None:
         """Set the range variables: one gets the element, two get the key and the element."""
+        if not pipe.decl:
+            return
         values = [element] if len(pipe.decl) == 1 else [key, element]
-        for offset, (name, value) in enumerate(zip(pipe.decl, values, strict=False)):
-            position = self._position(name) if pipe.is_assign else mark + offset
+        for offset, (name, value) in enumerate(zip(pipe.decl, values, strict=True)):
+            position = self._position(name) if pipe.is_assign else base + offset
             self._values[position] = value
 
     def _call(self, node: _Call, dot: Any) -> None:
@@ -1685,8 +1694,10 @@ class _Executor:
         _check_arity(name, func, len(args))
         try:
             result = func.call(args)
-        except Exception as exc:
+        except _EvalError as exc:
             raise _EvalError(f"error calling {name}: {exc}") from exc
+        except Exception as exc:  # odd input that no check foresaw still fails as a template error
+            raise _EvalError(f"error calling {name}: {type(exc).__name__}: {exc}") from exc
         if func.builds and isinstance(result, str | list):
             self._charge(len(result))
         return result
@@ -1725,7 +1736,7 @@ class GoTemplate:
         except RecursionError as exc:
             raise TemplateError("template: nesting too deep") from exc
         except Exception as exc:
-            raise TemplateError(f"template: cannot parse: {exc}") from exc
+            raise TemplateError(f"template: internal error: {type(exc).__name__}: {exc}") from exc
         self._defines: Mapping[str, tuple[_Node, ...]] = dict(parser.defines)
         self._fields = frozenset(parser.fields)
 
@@ -1752,4 +1763,5 @@ class GoTemplate:
         except RecursionError as exc:
             raise TemplateError(f"template: {executor.line}: nesting too deep") from exc
         except Exception as exc:
-            raise TemplateError(f"template: {executor.line}: {exc}") from exc
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            raise TemplateError(f"template: {executor.line}: {message}") from exc

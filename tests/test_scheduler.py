@@ -1,0 +1,551 @@
+"""Scheduler behaviour with fake runners injected through ``runner_factory``.
+
+Every scenario is driven by events and by polling a condition until a deadline; the only
+real timers are the keep-alive ones under test, set to a few hundredths of a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from corral.api.options import Options
+from corral.config import FOREVER, Settings
+from corral.errors import RequestCanceledError, RunnerError, ServerBusyError
+from corral.runner.client import RunnerConfig
+from corral.scheduler import LoadedModel, ModelSpec, RunnerLike, Scheduler
+
+DEADLINE_SECONDS = 2.0
+
+
+class FakeRunner:
+    """A runner that only records what the scheduler asks of it."""
+
+    def __init__(self, config: RunnerConfig, pid: int) -> None:
+        self.config = config
+        self._pid = pid
+        self._alive = True
+        self.stops = 0
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def die(self) -> None:
+        self._alive = False
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self.stops += 1
+        self._alive = False
+
+
+class FakeFactory:
+    """Starts ``FakeRunner``s; a start can be made to hang (``gate``) or fail (``fail``)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.runners: list[FakeRunner] = []
+        self.gate: asyncio.Event | None = None
+        self.fail: Exception | None = None
+
+    async def __call__(self, config: RunnerConfig) -> RunnerLike:
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        runner = FakeRunner(config, pid=1000 + len(self.runners))
+        self.runners.append(runner)
+        return runner
+
+    def hang(self) -> asyncio.Event:
+        self.gate = asyncio.Event()
+        return self.gate
+
+    def runners_for(self, spec: ModelSpec) -> list[FakeRunner]:
+        return [r for r in self.runners if r.config.model_path == spec.model_path]
+
+
+def model(name: str, context_length: int = 0) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        model=f"registry.ollama.ai/library/{name}",
+        digest="0" * 64,
+        model_path=f"/models/blobs/{name}.gguf",
+        size_bytes=1 << 20,
+        context_length=context_length,
+    )
+
+
+def options(**values: Any) -> Options:
+    return Options.merged(values)
+
+
+A, B, C = model("a"), model("b"), model("c")
+
+
+async def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.001)
+
+
+async def settle(rounds: int = 20) -> None:
+    """Let every ready task run a few steps (for checks that something did *not* happen)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.factory = FakeFactory()
+        self.schedulers: list[Scheduler] = []
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    def scheduler(self, max_loaded: int | None = None, **changes: Any) -> Scheduler:
+        settings = Settings(num_parallel=1).with_changes(**changes)
+        scheduler = Scheduler(settings, self.factory, max_loaded=max_loaded)
+        self.schedulers.append(scheduler)
+        return scheduler
+
+    def hold(
+        self,
+        scheduler: Scheduler,
+        spec: ModelSpec,
+        opts: Options | None = None,
+        keep_alive: float | None = None,
+    ) -> Holder:
+        holder = Holder(scheduler, spec, opts or options(), keep_alive)
+        self.tasks.append(holder.task)
+        return holder
+
+
+class Holder:
+    """A request in a task: acquires, reports the entry, holds it until ``release()``."""
+
+    def __init__(
+        self, scheduler: Scheduler, spec: ModelSpec, opts: Options, keep_alive: float | None
+    ) -> None:
+        self.entry: LoadedModel | None = None
+        self._release = asyncio.Event()
+        self.task = asyncio.create_task(self._run(scheduler, spec, opts, keep_alive))
+
+    async def _run(
+        self, scheduler: Scheduler, spec: ModelSpec, opts: Options, keep_alive: float | None
+    ) -> None:
+        async with scheduler.acquire(spec, opts, keep_alive) as entry:
+            self.entry = entry
+            await self._release.wait()
+
+    @property
+    def got(self) -> bool:
+        return self.entry is not None
+
+    async def release(self) -> None:
+        self._release.set()
+        await self.task
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    harness = Harness()
+    yield harness
+    for task in harness.tasks:
+        task.cancel()
+    await asyncio.gather(*harness.tasks, return_exceptions=True)
+    for scheduler in harness.schedulers:
+        await scheduler.shutdown()
+
+
+# ---- reuse and sharing -------------------------------------------------------------------
+
+
+async def test_loaded_runner_is_reused(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(), None) as first:
+        assert first.refcount == 1
+    async with scheduler.acquire(A, options(), None) as second:
+        assert second is first
+        assert second.refcount == 1
+    assert harness.factory.calls == 1
+    assert first.refcount == 0
+    assert first.runner.alive
+    assert harness.factory.runners[0].stops == 0
+
+
+async def test_concurrent_acquires_share_one_load(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    gate = harness.factory.hang()
+    one, two = harness.hold(scheduler, A), harness.hold(scheduler, A)
+    await wait_until(lambda: scheduler._pending == 2, "both requests to wait")
+    assert harness.factory.calls == 1
+    gate.set()
+    await wait_until(lambda: one.got and two.got, "both requests to get the runner")
+    assert one.entry is two.entry
+    assert one.entry is not None
+    assert one.entry.refcount == 2
+    await one.release()
+    await two.release()
+    assert harness.factory.calls == 1
+    assert one.entry.refcount == 0
+
+
+async def test_full_queue_answers_busy(harness: Harness) -> None:
+    scheduler = harness.scheduler(max_queue=1)
+    gate = harness.factory.hang()
+    first = harness.hold(scheduler, A)
+    await wait_until(lambda: harness.factory.calls == 1, "the load to start")
+    with pytest.raises(ServerBusyError) as raised:
+        async with scheduler.acquire(A, options(), None):
+            pytest.fail("acquired past a full queue")
+    assert raised.value.status == 503
+    gate.set()
+    await wait_until(lambda: first.got, "the first request to get its runner")
+    await first.release()
+    async with scheduler.acquire(A, options(), None) as entry:  # the queue drained
+        assert entry is first.entry
+
+
+# ---- keep-alive ---------------------------------------------------------------------------
+
+
+async def test_keep_alive_expiry_unloads_only_after_release(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(), 0.05) as entry:
+        runner = harness.factory.runners[0]
+        assert entry.timer is None
+        assert entry.expires_at is None
+        await asyncio.sleep(0.1)  # longer than the keep-alive: still in use, so still loaded
+        assert runner.stops == 0
+        assert await scheduler.loaded_models() == [entry]
+    assert runner.stops == 0
+    assert entry.timer is not None
+    await wait_until(lambda: runner.stops == 1, "the keep-alive to expire")
+    assert await scheduler.loaded_models() == []
+
+
+async def test_keep_alive_zero_unloads_at_release(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(), 0) as entry:
+        await settle()
+        runner = harness.factory.runners[0]
+        assert runner.stops == 0, "a keep_alive 0 runner was stopped while in use"
+        assert await scheduler.loaded_models() == [entry]
+    assert runner.stops == 1
+    assert await scheduler.loaded_models() == []
+
+
+async def test_keep_alive_zero_on_a_loaded_runner_unloads_at_release(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(), None):
+        pass
+    runner = harness.factory.runners[0]
+    async with scheduler.acquire(A, options(), 0):
+        await settle()
+        assert runner.stops == 0
+    assert runner.stops == 1
+    assert await scheduler.loaded_models() == []
+
+
+@pytest.mark.parametrize("source", ["request", "settings"])
+async def test_keep_alive_forever_never_expires(harness: Harness, source: str) -> None:
+    if source == "request":
+        scheduler, keep_alive = harness.scheduler(), FOREVER
+    else:
+        scheduler, keep_alive = harness.scheduler(keep_alive_seconds=FOREVER), None
+    async with scheduler.acquire(A, options(), keep_alive) as entry:
+        pass
+    assert entry.keep_alive == FOREVER
+    assert entry.timer is None
+    assert entry.expires_at is None
+    assert entry.expires_at_wall().year > 2200
+    assert harness.factory.runners[0].stops == 0
+
+
+async def test_request_keep_alive_overwrites_the_runners(harness: Harness) -> None:
+    scheduler = harness.scheduler(keep_alive_seconds=300.0)
+    async with scheduler.acquire(A, options(), None) as entry:
+        assert entry.keep_alive == 300.0
+    async with scheduler.acquire(A, options(), 100.0):
+        assert entry.keep_alive == 100.0
+    async with scheduler.acquire(A, options(), 5.0):
+        pass
+    assert entry.keep_alive == 5.0
+    assert entry.expires_at is not None
+    assert entry.expires_at - time.monotonic() <= 5.0
+    async with scheduler.acquire(A, options(), None):  # unset: keeps the last one
+        pass
+    assert entry.keep_alive == 5.0
+    assert harness.factory.calls == 1
+
+
+# ---- options --------------------------------------------------------------------------------
+
+
+async def test_bigger_context_reloads_after_the_running_request(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    running = harness.hold(scheduler, A, options(num_ctx=2048))
+    await wait_until(lambda: running.got, "the first load")
+    old = harness.factory.runners[0]
+    assert old.config.num_ctx == 2048
+
+    bigger = harness.hold(scheduler, A, options(num_ctx=8192))
+    await wait_until(lambda: scheduler._pending == 1, "the bigger request to wait")
+    await settle()
+    assert not bigger.got
+    assert harness.factory.calls == 1
+    assert old.stops == 0
+
+    await running.release()
+    await wait_until(lambda: bigger.got, "the reload")
+    assert harness.factory.calls == 2
+    assert old.stops == 1
+    assert bigger.entry is not None
+    assert bigger.entry.config.num_ctx == 8192
+    await bigger.release()
+
+
+async def test_smaller_context_reuses_the_loaded_runner(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(num_ctx=8192), None) as entry:
+        pass
+    async with scheduler.acquire(A, options(num_ctx=1024), None) as again:
+        assert again is entry
+    assert harness.factory.calls == 1
+    assert entry.config.num_ctx == 8192
+
+
+async def test_idle_runner_with_other_options_is_replaced_at_once(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(num_batch=512), None):
+        pass
+    async with scheduler.acquire(A, options(num_batch=256), None) as entry:
+        assert entry.config.num_batch == 256
+    assert harness.factory.calls == 2
+    assert harness.factory.runners[0].stops == 1
+
+
+async def test_context_is_capped_at_the_training_length(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    spec = model("short", context_length=2048)
+    assert scheduler.runner_config(spec, options(num_ctx=8192)).num_ctx == 2048
+    assert scheduler.runner_config(spec, options(num_ctx=1024)).num_ctx == 1024
+
+
+# ---- eviction ---------------------------------------------------------------------------------
+
+
+async def test_second_model_evicts_the_idle_first(harness: Harness) -> None:
+    scheduler = harness.scheduler(max_loaded=1)
+    async with scheduler.acquire(A, options(), None):
+        pass
+    async with scheduler.acquire(B, options(), None) as b:
+        (a_runner,) = harness.factory.runners_for(A)
+        assert a_runner.stops == 1
+        assert await scheduler.loaded_models() == [b]
+
+
+async def test_second_model_waits_while_the_first_is_busy(harness: Harness) -> None:
+    scheduler = harness.scheduler(max_loaded=1)
+    first = harness.hold(scheduler, A)
+    await wait_until(lambda: first.got, "the first model")
+    second = harness.hold(scheduler, B)
+    await wait_until(lambda: B.model_path in scheduler._loading, "the second load to wait")
+    await settle()
+    assert not second.got
+    assert harness.factory.calls == 1
+    assert harness.factory.runners[0].stops == 0
+
+    await first.release()
+    await wait_until(lambda: second.got, "the second model")
+    assert harness.factory.runners[0].stops == 1
+    assert [m.spec for m in await scheduler.loaded_models()] == [B]
+    await second.release()
+
+
+async def test_two_new_models_load_one_after_the_other(harness: Harness) -> None:
+    scheduler = harness.scheduler(max_loaded=1)
+    first, second = harness.hold(scheduler, A), harness.hold(scheduler, B)
+    await wait_until(lambda: first.got or second.got, "one of the two loads")
+    winner, loser = (first, second) if first.got else (second, first)
+    await settle()
+    assert not loser.got
+    await winner.release()
+    await wait_until(lambda: loser.got, "the other load")
+    assert harness.factory.calls == 2
+    assert harness.factory.runners[0].stops == 1
+    await loser.release()
+
+
+async def test_two_models_waiting_on_a_busy_one_take_turns(harness: Harness) -> None:
+    scheduler = harness.scheduler(max_loaded=1)
+    first = harness.hold(scheduler, A)
+    await wait_until(lambda: first.got, "the first model")
+    second, third = harness.hold(scheduler, B), harness.hold(scheduler, C)
+    await wait_until(lambda: len(scheduler._loading) == 2, "both loads to wait")
+    await first.release()
+    await wait_until(lambda: second.got or third.got, "one of the waiting models")
+    winner, loser = (second, third) if second.got else (third, second)
+    await settle()
+    assert not loser.got
+    assert harness.factory.calls == 2  # no load was evicted before its requester had it
+    await winner.release()
+    await wait_until(lambda: loser.got, "the last model")
+    assert harness.factory.calls == 3
+    assert [r.stops for r in harness.factory.runners] == [1, 1, 0]
+    await loser.release()
+
+
+async def test_eviction_picks_the_idle_runner_expiring_soonest(harness: Harness) -> None:
+    scheduler = harness.scheduler(max_loaded=3)
+    async with scheduler.acquire(A, options(), FOREVER):
+        pass
+    async with scheduler.acquire(B, options(), 10.0):
+        pass
+    async with scheduler.acquire(C, options(), 100.0):
+        pass
+    busy = harness.hold(scheduler, model("d"))
+    await wait_until(lambda: busy.got, "the fourth model")
+    (a, b, c) = (harness.factory.runners_for(s)[0] for s in (A, B, C))
+    assert (a.stops, b.stops, c.stops) == (0, 1, 0)
+
+    async with scheduler.acquire(model("e"), options(), None):
+        assert (a.stops, c.stops) == (0, 1)  # C expires before A (forever); D is busy
+    await busy.release()
+
+
+# ---- failures and cancellation ---------------------------------------------------------------
+
+
+async def test_dead_runner_is_dropped_and_reloaded(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(), None) as first:
+        pass
+    harness.factory.runners[0].die()
+    async with scheduler.acquire(A, options(), None) as second:
+        assert second is not first
+        assert second.runner.alive
+    assert harness.factory.calls == 2
+    assert await scheduler.loaded_models() == [second]
+
+
+async def test_runner_dying_in_use_is_dropped_at_release(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(), None):
+        harness.factory.runners[0].die()
+    assert await scheduler.loaded_models() == []
+
+
+async def test_cancelled_requester_does_not_cancel_the_shared_load(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    gate = harness.factory.hang()
+    leaving, staying = harness.hold(scheduler, A), harness.hold(scheduler, A)
+    await wait_until(lambda: scheduler._pending == 2, "both requests to wait")
+    leaving.task.cancel()
+    with pytest.raises((RequestCanceledError, asyncio.CancelledError)):
+        await leaving.task
+    assert scheduler._pending == 1
+    gate.set()
+    await wait_until(lambda: staying.got, "the remaining request to get the runner")
+    assert staying.entry is not None
+    assert staying.entry.refcount == 1
+    assert harness.factory.calls == 1
+    await staying.release()
+    assert staying.entry.runner.alive
+
+
+async def test_failed_load_raises_to_every_waiter_and_loads_nothing(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    gate = harness.factory.hang()
+    harness.factory.fail = RunnerError("llama runner process has terminated: exit status 1")
+    one, two = harness.hold(scheduler, A), harness.hold(scheduler, A)
+    await wait_until(lambda: scheduler._pending == 2, "both requests to wait")
+    gate.set()
+    for holder in (one, two):
+        with pytest.raises(RunnerError, match="exit status 1"):
+            await holder.task
+    assert harness.factory.calls == 1
+    assert await scheduler.loaded_models() == []
+    assert scheduler._loading == {}
+    assert scheduler._pending == 0
+
+    harness.factory.fail = None
+    async with scheduler.acquire(A, options(), None) as entry:
+        assert entry.runner.alive
+    assert harness.factory.calls == 2
+
+
+async def test_expiry_racing_a_new_request_does_not_stop_it(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(), None) as entry:
+        pass
+    scheduler._expire(entry)  # the timer fires in the same loop turn as a request arrives
+    async with scheduler.acquire(A, options(), None) as again:
+        await settle()
+        assert again is entry
+        assert harness.factory.runners[0].stops == 0
+        assert not entry.unloading
+
+
+# ---- unload, shutdown, listing ----------------------------------------------------------------
+
+
+async def test_unload_stops_an_idle_model(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(), None):
+        pass
+    assert await scheduler.unload(A.model_path) is True
+    assert harness.factory.runners[0].stops == 1
+    assert await scheduler.loaded_models() == []
+    assert await scheduler.unload(A.model_path) is False
+
+
+async def test_unload_of_a_busy_model_waits_for_its_request(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(), None):
+        assert await scheduler.unload(A.model_path) is True
+        assert harness.factory.runners[0].stops == 0
+    assert harness.factory.runners[0].stops == 1
+
+
+async def test_shutdown_stops_every_runner(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    for spec in (A, B, C):
+        async with scheduler.acquire(spec, options(), None):
+            pass
+    await scheduler.shutdown()
+    assert [r.stops for r in harness.factory.runners] == [1, 1, 1]
+    assert await scheduler.loaded_models() == []
+
+
+async def test_shutdown_cancels_a_pending_load(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    harness.factory.hang()
+    waiting = harness.hold(scheduler, A)
+    await wait_until(lambda: harness.factory.calls == 1, "the load to start")
+    await scheduler.shutdown()
+    with pytest.raises((RequestCanceledError, asyncio.CancelledError)):
+        await waiting.task
+    assert await scheduler.loaded_models() == []
+
+
+async def test_loaded_models_lists_latest_expiry_first(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(), 10.0):
+        pass
+    async with scheduler.acquire(B, options(), 1000.0):
+        pass
+    async with scheduler.acquire(C, options(), 100.0):
+        loaded = await scheduler.loaded_models()
+    assert {m.spec.name for m in loaded} == {"a", "b", "c"}
+    assert [m.spec.name for m in await scheduler.loaded_models()] == ["b", "c", "a"]
