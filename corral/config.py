@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "FOREVER",
-    "Settings",
     "VARIABLES",
+    "Settings",
     "parse_duration",
     "parse_host",
 ]
@@ -58,7 +58,7 @@ def parse_duration(value: str | float | int) -> float:
         raise ValueError(f"Unsupported type: '{type(value).__name__}'")
     if isinstance(value, int | float):
         if isinstance(value, float) and math.isnan(value):
-            raise ValueError("time: invalid duration \"NaN\"")
+            raise ValueError('time: invalid duration "NaN"')
         if value < 0:
             return FOREVER
         try:
@@ -132,7 +132,9 @@ def parse_host(raw: str | None) -> HostPort:
         text = "http://" + text
     parts = urlsplit(text)
     scheme = parts.scheme or "http"
-    default_port = {"http": 80, "https": 443}.get(scheme, DEFAULT_PORT) if had_scheme else DEFAULT_PORT
+    default_port = (
+        {"http": 80, "https": 443}.get(scheme, DEFAULT_PORT) if had_scheme else DEFAULT_PORT
+    )
     host = parts.hostname or "127.0.0.1"
     bare = parts.netloc.strip("[]")
     if ":" in bare and _is_ip_address(bare):  # a bare IPv6 address, no port (like Go)
@@ -187,9 +189,7 @@ class Settings:
         models = source.get("OLLAMA_MODELS", "").strip()
         return cls(
             host=parse_host(source.get("OLLAMA_HOST")),
-            models_dir=Path(models).expanduser()
-            if models
-            else Path.home() / ".ollama" / "models",
+            models_dir=Path(models).expanduser() if models else Path.home() / ".ollama" / "models",
             keep_alive_seconds=reader.duration("OLLAMA_KEEP_ALIVE", 300.0),
             num_parallel=reader.integer("OLLAMA_NUM_PARALLEL", 0, minimum=0),
             max_loaded_models=reader.integer("OLLAMA_MAX_LOADED_MODELS", 0, minimum=0),
@@ -204,7 +204,9 @@ class Settings:
             sched_spread=reader.boolean("OLLAMA_SCHED_SPREAD"),
             llm_library=source.get("OLLAMA_LLM_LIBRARY", "").strip(),
             gpu_overhead_bytes=reader.integer("OLLAMA_GPU_OVERHEAD", 0, minimum=0),
-            load_timeout_seconds=reader.duration("OLLAMA_LOAD_TIMEOUT", 300.0, zero_is_forever=True),
+            load_timeout_seconds=reader.duration(
+                "OLLAMA_LOAD_TIMEOUT", 300.0, zero_is_forever=True
+            ),
             kv_cache_type=reader.choice("OLLAMA_KV_CACHE_TYPE", "f16", ("f16", "q8_0", "q4_0")),
             context_length=reader.integer("OLLAMA_CONTEXT_LENGTH", 4096, minimum=0) or 4096,
             num_thread=reader.integer("OLLAMA_NUM_THREAD", 0, minimum=0),
@@ -258,10 +260,8 @@ class _Reader:
         lowered = raw.lower()
         if lowered in {"1", "t", "true", "yes", "on"}:
             return True
-        if lowered in {"0", "f", "false", "no", "off"}:
-            return False
-        # Ollama treats any other non-empty value as true.
-        return True
+        # Ollama treats any non-empty value other than an explicit false as true.
+        return lowered not in {"0", "f", "false", "no", "off"}
 
     def debug_level(self, name: str) -> int:
         raw = self._raw(name)

@@ -1,7 +1,7 @@
 """Memory a model needs with given load options (CPU today; GPUs come with ``hardware``).
 
 Weights are the GGUF's tensor bytes; the KV cache is
-``2 (K and V) × layers × kv_heads × head_dim × context × bytes per element``; a fixed
+``2 (K and V) x layers x kv_heads x head_dim x context x bytes per element``; a fixed
 allowance covers the compute graph and the runner process itself. The scheduler uses it to
 choose ``num_parallel`` and, later, to decide what fits and what must be evicted.
 """

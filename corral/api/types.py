@@ -84,8 +84,10 @@ class Message(_Request):
             "Thinking": self.thinking or "",
             "Images": self.images or [],
             "ToolCalls": [
-                {"ID": c.id or "", "Function": {"Name": c.function.name,
-                                                "Arguments": c.function.arguments}}
+                {
+                    "ID": c.id or "",
+                    "Function": {"Name": c.function.name, "Arguments": c.function.arguments},
+                }
                 for c in self.tool_calls or []
             ],
             "ToolName": self.tool_name or "",

@@ -151,8 +151,12 @@ def pull_bundled(
                             raise CatalogError("pull cancelled")
                         completed += len(block)
                         report(
-                            {"status": status, "digest": digest, "total": total,
-                             "completed": completed}
+                            {
+                                "status": status,
+                                "digest": digest,
+                                "total": total,
+                                "completed": completed,
+                            }
                         )
                         yield block
 
@@ -166,8 +170,14 @@ def pull_bundled(
     model_layer = Layer(MEDIA_TYPE_MODEL, digest, total)
     extra_layers = _small_layers(store, model)
     for layer in extra_layers:
-        report({"status": f"pulling {layer.digest.split(':')[1][:12]}", "digest": layer.digest,
-                "total": layer.size, "completed": layer.size})
+        report(
+            {
+                "status": f"pulling {layer.digest.split(':')[1][:12]}",
+                "digest": layer.digest,
+                "total": layer.size,
+                "completed": layer.size,
+            }
+        )
     report({"status": "verifying sha256 digest"})
     config = _config_blob(store, [model_layer, *extra_layers])
     report({"status": "writing manifest"})
@@ -214,7 +224,7 @@ def describe() -> list[dict[str, Any]]:
             installed = True
         except CatalogError:
             installed = False
-        rows.append({"names": list(model.names), "installed": installed,
-                     "description": model.description})
+        rows.append(
+            {"names": list(model.names), "installed": installed, "description": model.description}
+        )
     return rows
-

@@ -7,6 +7,7 @@ command to try and exit 1; a traceback means a bug.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -56,8 +57,13 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", "-v", help="Show version information", callback=_version_callback,
-                     is_eager=True),
+        typer.Option(
+            "--version",
+            "-v",
+            help="Show version information",
+            callback=_version_callback,
+            is_eager=True,
+        ),
     ] = False,
 ) -> None:
     """Large language model runner, compatible with Ollama's API."""
@@ -79,10 +85,8 @@ def serve() -> None:
 
     settings = _settings()
     configure_logging(settings)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_server(settings))
-    except KeyboardInterrupt:
-        pass
 
 
 # ---- models ------------------------------------------------------------------------------
@@ -109,7 +113,8 @@ def _pull(client: ServerClient, model: str) -> None:
         if total:
             completed = event.get("completed", 0)
             percent = int(completed * 100 / total) if total else 100
-            line = f"{status} {percent:3d}% ▕{_bar(percent)}▏ {_human_size(completed)}/{_human_size(total)}"
+            sizes = f"{_human_size(completed)}/{_human_size(total)}"
+            line = f"{status} {percent:3d}% ▕{_bar(percent)}▏ {sizes}"
             if sys.stderr.isatty():
                 output.err_inline(line)
             elif status != last_status:
@@ -148,8 +153,12 @@ def run(
     model: Annotated[str, typer.Argument(help="Model to run")] = DEFAULT_MODEL,
     prompt: Annotated[list[str] | None, typer.Argument(help="Prompt (else interactive)")] = None,
     format: Annotated[str, typer.Option("--format", help="Response format (e.g. json)")] = "",
-    keepalive: Annotated[str, typer.Option("--keepalive", help="How long to keep the model loaded")] = "",
-    verbose: Annotated[bool, typer.Option("--verbose", help="Show timings for the response")] = False,
+    keepalive: Annotated[
+        str, typer.Option("--keepalive", help="How long to keep the model loaded")
+    ] = "",
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Show timings for the response")
+    ] = False,
     nowordwrap: Annotated[bool, typer.Option("--nowordwrap", help="Don't wrap words")] = False,
     insecure: Annotated[bool, typer.Option("--insecure", help="Use an insecure registry")] = False,
 ) -> None:
@@ -165,8 +174,9 @@ def run(
         text = f"{text}\n\n{piped}".strip() if text else piped.strip()
     options: dict[str, Any] = {}
     if text:
-        _chat_once(client, model, [{"role": "user", "content": text}], format, keepalive,
-                   verbose, options)
+        _chat_once(
+            client, model, [{"role": "user", "content": text}], format, keepalive, verbose, options
+        )
         return
     _interactive(client, model, format, keepalive, verbose, options)
 
@@ -203,7 +213,11 @@ def _chat_once(
 
 
 def _interactive(
-    client: ServerClient, model: str, format: str, keepalive: str, verbose: bool,
+    client: ServerClient,
+    model: str,
+    format: str,
+    keepalive: str,
+    verbose: bool,
     options: dict[str, Any],
 ) -> None:
     messages: list[dict[str, Any]] = []
@@ -294,10 +308,18 @@ def ps(
         elif vram >= size:
             processor = "100% GPU"
         else:
-            cpu = int(round((size - vram) * 100 / size))
+            cpu = round((size - vram) * 100 / size)
             processor = f"{cpu}%/{100 - cpu}% CPU/GPU"
-        rows.append([m["name"], m["digest"][:12], _human_size(size), processor,
-                     str(m.get("context_length", "")), _until(m.get("expires_at", ""))])
+        rows.append(
+            [
+                m["name"],
+                m["digest"][:12],
+                _human_size(size),
+                processor,
+                str(m.get("context_length", "")),
+                _until(m.get("expires_at", "")),
+            ]
+        )
     output.table(["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"], rows)
 
 
@@ -362,10 +384,8 @@ def rm(models: Annotated[list[str], typer.Argument(help="Models to remove")]) ->
     """Remove one or more models (stopping them first if loaded)."""
     client = _client()
     for model in models:
-        try:
+        with contextlib.suppress(CliError):  # not loaded, or not a generate model
             client.request("POST", "/api/generate", {"model": model, "keep_alive": 0})
-        except CliError:
-            pass
         client.request("DELETE", "/api/delete", {"model": model})
         output.out(f"deleted '{model}'")
 
@@ -425,8 +445,15 @@ def _until(text: str) -> str:
 
 
 def _duration_words(seconds: float) -> str:
-    for unit, size in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400),
-                       ("hour", 3600), ("minute", 60), ("second", 1)):
+    for unit, size in (
+        ("year", 31536000),
+        ("month", 2592000),
+        ("week", 604800),
+        ("day", 86400),
+        ("hour", 3600),
+        ("minute", 60),
+        ("second", 1),
+    ):
         if seconds >= size:
             count = int(seconds // size)
             if count == 1:

@@ -75,5 +75,4 @@ def system_memory(
         limit, usage = limited
         total = min(total, limit)
         free = min(free, max(limit - usage, 0))
-    return SystemMemory(total_bytes=total, free_bytes=free,
-                        swap_free_bytes=info.get("SwapFree", 0))
+    return SystemMemory(total_bytes=total, free_bytes=free, swap_free_bytes=info.get("SwapFree", 0))

@@ -206,7 +206,8 @@ class RunnerClient:
             if time.monotonic() > deadline:
                 detail = self.last_error_line()
                 raise RunnerError(
-                    "timed out waiting for llama runner to start" + (f" - {detail}" if detail else "")
+                    "timed out waiting for llama runner to start"
+                    + (f" - {detail}" if detail else "")
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
@@ -225,9 +226,9 @@ class RunnerClient:
             return False
         return (await self._health_once()).get("status") == "ok"
 
-    async def _wait_exit(self, timeout: float) -> None:
+    async def _wait_exit(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 await self.process.wait()
         if self._stderr_task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
@@ -241,7 +242,9 @@ class RunnerClient:
             async with self._http.stream("POST", "/completion", json=payload) as response:
                 if response.status_code != 200:
                     body = await response.aread()
-                    raise RunnerError(_error_text(body) or f"runner answered {response.status_code}")
+                    raise RunnerError(
+                        _error_text(body) or f"runner answered {response.status_code}"
+                    )
                 async for line in response.aiter_lines():
                     if not line:
                         continue

@@ -212,7 +212,9 @@ class Engine:
 
     # ---- tokens (read-only on the vocabulary: safe from any thread) ----------------
 
-    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+    def tokenize(
+        self, text: str, *, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
         data = text.encode("utf-8")
         capacity = len(data) + 8
         buffer = (llama.llama_token * capacity)()
@@ -342,7 +344,9 @@ class Engine:
         if last_n == -1:
             last_n = self.config.n_ctx_per_slot
         if last_n and (repeat_penalty != 1.0 or presence != 0.0 or frequency != 0.0):
-            penalties = llama.llama_sampler_init_penalties(last_n, repeat_penalty, frequency, presence)
+            penalties = llama.llama_sampler_init_penalties(
+                last_n, repeat_penalty, frequency, presence
+            )
             for token in prompt[-last_n:]:
                 llama.llama_sampler_accept(penalties, token)
             llama.llama_sampler_chain_add(chain, penalties)
@@ -369,7 +373,9 @@ class Engine:
             tau = float(opts.get("mirostat_tau", 5.0))
             eta = float(opts.get("mirostat_eta", 0.1))
             llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_temp(temperature))
-            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_mirostat_v2(seed, tau, eta))
+            llama.llama_sampler_chain_add(
+                chain, llama.llama_sampler_init_mirostat_v2(seed, tau, eta)
+            )
         else:
             top_k = int(opts.get("top_k", 40))
             if top_k > 0:

@@ -36,8 +36,13 @@ __all__ = ["RunnerServer", "serve"]
 logger = logging.getLogger(__name__)
 
 _MAX_BODY = 64 * 1024 * 1024
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error",
-            503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 class HTTPError(Exception):

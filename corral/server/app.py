@@ -45,7 +45,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    logger.exception("%s %s crashed", request.method, request.url.path, exc_info=exc)
+    logger.error("%s %s crashed", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"error": f"internal error: {exc}"}, status_code=500)
 
 

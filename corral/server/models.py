@@ -109,15 +109,16 @@ class ResolvedModel:
     def model_info(self, *, verbose: bool = False) -> dict[str, Any]:
         """GGUF metadata as Ollama's ``model_info``: long arrays elided unless verbose."""
         info: dict[str, Any] = {}
-        source = read_gguf(self.model_path, full_arrays=True).metadata if verbose else (
-            self.gguf.metadata
+        source = (
+            read_gguf(self.model_path, full_arrays=True).metadata
+            if verbose
+            else (self.gguf.metadata)
         )
         for key, value in source.items():
             if key in {"general.name", "tokenizer.chat_template"}:
                 continue
-            if isinstance(value, ArraySummary):
-                info[key] = None
-            elif isinstance(value, list) and len(value) > 5 and not verbose:
+            elided = isinstance(value, list) and len(value) > 5 and not verbose
+            if isinstance(value, ArraySummary) or elided:
                 info[key] = None
             else:
                 info[key] = value

@@ -81,7 +81,10 @@ async def run_server(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     logger.info(
-        "Listening on %s:%d (version %s), models in %s", host, port, __version__,
+        "Listening on %s:%d (version %s), models in %s",
+        host,
+        port,
+        __version__,
         settings.models_dir,
     )
     logger.info("server config %s", settings.describe())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -94,7 +94,7 @@ def now_rfc3339() -> str:
 
 
 async def respond(
-    events: AsyncIterator[dict[str, Any]],
+    events: AsyncGenerator[dict[str, Any], None],
     *,
     stream: bool,
     merge: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,

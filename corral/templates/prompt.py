@@ -1,4 +1,4 @@
-"""Prompt assembly: a model's template × a conversation → the text the runner tokenizes.
+"""Prompt assembly: a model's template x a conversation → the text the runner tokenizes.
 
 Two kinds of template, as in Ollama:
 - a Go template (the model's ``template`` layer). If it uses ``.Messages`` it runs once with

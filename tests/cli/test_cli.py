@@ -37,12 +37,14 @@ def write_greedy_model(store: ModelStore) -> str:
     """smollm2 with greedy sampling and a length cap, so answers are reproducible."""
     source = store.read_manifest(Name.parse("smollm2:135m"))
     params = store.write_blob_bytes(
-        json.dumps({"temperature": 0, "num_predict": 64,
-                    "stop": ["<|im_start|>", "<|im_end|>"]}).encode()
+        json.dumps(
+            {"temperature": 0, "num_predict": 64, "stop": ["<|im_start|>", "<|im_end|>"]}
+        ).encode()
     )
     layers = tuple(
         Layer(MEDIA_TYPE_PARAMS, params.digest, params.size)
-        if layer.media_type == MEDIA_TYPE_PARAMS else layer
+        if layer.media_type == MEDIA_TYPE_PARAMS
+        else layer
         for layer in source.layers
     )
     store.write_manifest(Name.parse("smollm2:greedy"), Manifest(source.config, layers))
@@ -138,8 +140,12 @@ def _pids_serving(host: str) -> list[int]:
 
 def test_run_starts_a_background_server(tmp_path: Path) -> None:
     host = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "OLLAMA_HOST": host, "OLLAMA_MODELS": str(tmp_path / "models"),
-           "HOME": str(tmp_path)}
+    env = {
+        **os.environ,
+        "OLLAMA_HOST": host,
+        "OLLAMA_MODELS": str(tmp_path / "models"),
+        "HOME": str(tmp_path),
+    }
     store = ModelStore(tmp_path / "models")
     pull_bundled(store, Name.parse("smollm2:135m"), BUNDLED[0], lambda _event: None)
     model = write_greedy_model(store)

@@ -36,26 +36,43 @@ def _post(server: ServerProcess, path: str, body: object | bytes) -> httpx.Respo
         ("/api/generate", b"{oops", 400, "invalid"),
         ("/api/generate", {"prompt": "hi"}, 400, "model is required"),
         ("/api/chat", {"messages": []}, 400, "model is required"),
-        ("/api/generate", {"model": "../../etc/passwd", "prompt": "hi"}, 400,
-         "invalid model name"),
+        ("/api/generate", {"model": "../../etc/passwd", "prompt": "hi"}, 400, "invalid model name"),
         ("/api/generate", {"model": "a/b/c/d", "prompt": "hi"}, 400, "invalid model name"),
-        ("/api/generate", {"model": "smollm2:135m", "prompt": "hi",
-                           "options": {"num_ctx": "large"}}, 400,
-         'option "num_ctx" must be of type integer'),
-        ("/api/generate", {"model": "smollm2:135m", "prompt": "hi",
-                           "options": {"temperature": [1]}}, 400,
-         'option "temperature" must be of type float32'),
-        ("/api/generate", {"model": "smollm2:135m", "prompt": "hi", "keep_alive": "soon"}, 400,
-         'time: invalid duration "soon"'),
+        (
+            "/api/generate",
+            {"model": "smollm2:135m", "prompt": "hi", "options": {"num_ctx": "large"}},
+            400,
+            'option "num_ctx" must be of type integer',
+        ),
+        (
+            "/api/generate",
+            {"model": "smollm2:135m", "prompt": "hi", "options": {"temperature": [1]}},
+            400,
+            'option "temperature" must be of type float32',
+        ),
+        (
+            "/api/generate",
+            {"model": "smollm2:135m", "prompt": "hi", "keep_alive": "soon"},
+            400,
+            'time: invalid duration "soon"',
+        ),
         ("/api/generate", {"model": "smollm2:135m", "prompt": 5}, 400, "prompt"),
-        ("/api/generate", {"model": "nobody/nothing", "prompt": "hi"}, 404,
-         "model 'nobody/nothing' not found"),
+        (
+            "/api/generate",
+            {"model": "nobody/nothing", "prompt": "hi"},
+            404,
+            "model 'nobody/nothing' not found",
+        ),
         ("/api/chat", {"model": "smollm2:135m", "messages": "hi"}, 400, "messages"),
         ("/api/show", {"model": "missing"}, 404, "model 'missing' not found"),
         ("/api/show", {}, 400, "model is required"),
         ("/api/pull", {"model": "bad name!"}, 400, "invalid model name"),
-        ("/api/copy", {"source": "smollm2:135m", "destination": "x/../y"}, 400,
-         'destination "x/../y" is invalid'),
+        (
+            "/api/copy",
+            {"source": "smollm2:135m", "destination": "x/../y"},
+            400,
+            'destination "x/../y" is invalid',
+        ),
         ("/api/delete", {"model": "nothing-here"}, 404, "not found"),
     ],
 )
@@ -96,9 +113,19 @@ def test_corrupt_gguf_gives_clear_error(server: ServerProcess, smollm2: str) -> 
         response = _post(server, "/api/generate", {"model": name, "prompt": "hi"})
         assert response.status_code == 400, response.text
         assert "GGUF" in response.json()["error"]
-    assert _post(server, "/api/generate", {"model": "smollm2:135m", "prompt": "hi",
-                                           "stream": False, "options": {"num_predict": 1}}
-                 ).status_code == 200
+    assert (
+        _post(
+            server,
+            "/api/generate",
+            {
+                "model": "smollm2:135m",
+                "prompt": "hi",
+                "stream": False,
+                "options": {"num_predict": 1},
+            },
+        ).status_code
+        == 200
+    )
 
 
 def test_runner_load_failure_is_500_with_reason(
@@ -129,8 +156,11 @@ def test_runner_load_failure_is_500_with_reason(
 
 
 def test_runner_killed_mid_stream(server: ServerProcess, smollm2: str) -> None:
-    body = {"model": "smollm2:135m", "prompt": "Write a very long story about dragons.",
-            "options": {"num_predict": 2000, "temperature": 0}}
+    body = {
+        "model": "smollm2:135m",
+        "prompt": "Write a very long story about dragons.",
+        "options": {"num_predict": 2000, "temperature": 0},
+    }
     with httpx.stream("POST", server.url + "/api/generate", json=body, timeout=60) as response:
         assert response.status_code == 200
         lines = response.iter_lines()
@@ -141,7 +171,10 @@ def test_runner_killed_mid_stream(server: ServerProcess, smollm2: str) -> None:
         rest = [json.loads(line) for line in lines if line]
     assert "error" in rest[-1]
     assert "stopped" in rest[-1]["error"] or "runner" in rest[-1]["error"]
-    again = _post(server, "/api/generate", {"model": "smollm2:135m", "prompt": "hi",
-                                            "stream": False, "options": {"num_predict": 2}})
+    again = _post(
+        server,
+        "/api/generate",
+        {"model": "smollm2:135m", "prompt": "hi", "stream": False, "options": {"num_predict": 2}},
+    )
     assert again.status_code == 200, again.text
     assert again.json()["done"] is True

@@ -89,7 +89,9 @@ def test_gemma3_answers(tmp_path: Path) -> None:
             assert reply.done_reason in {"stop", "length"}
             assert reply.eval_count and reply.eval_count <= 16
             completion = client.generate(
-                model="gemma3:270m", prompt="The Eiffel Tower is in the city of", raw=True,
+                model="gemma3:270m",
+                prompt="The Eiffel Tower is in the city of",
+                raw=True,
                 options={"temperature": 0, "num_predict": 4},
             )
             assert "Paris" in completion.response

@@ -48,8 +48,9 @@ def test_generate_stream_matches_non_stream(client: ollama.Client) -> None:
     options = {**GREEDY, "num_predict": 20}
     whole = client.generate(model="smollm2:135m", prompt="Name three colors.", options=options)
     chunks = list(
-        client.generate(model="smollm2:135m", prompt="Name three colors.", options=options,
-                        stream=True)
+        client.generate(
+            model="smollm2:135m", prompt="Name three colors.", options=options, stream=True
+        )
     )
     assert len(chunks) > 2
     assert all(not c.done for c in chunks[:-1])
@@ -70,7 +71,8 @@ def test_deterministic_with_seed(client: ollama.Client, temperature: float) -> N
 
 def test_num_predict_honoured(client: ollama.Client) -> None:
     result = client.generate(
-        model="smollm2:135m", prompt="Write a long essay about rivers.",
+        model="smollm2:135m",
+        prompt="Write a long essay about rivers.",
         options={**GREEDY, "num_predict": 5},
     )
     assert result.eval_count <= 5
@@ -79,7 +81,9 @@ def test_num_predict_honoured(client: ollama.Client) -> None:
 
 def test_stop_sequence(client: ollama.Client) -> None:
     result = client.generate(
-        model="smollm2:135m", prompt="1, 2, 3, 4,", raw=True,
+        model="smollm2:135m",
+        prompt="1, 2, 3, 4,",
+        raw=True,
         options={**GREEDY, "num_predict": 30, "stop": [" 7"]},
     )
     assert result.done_reason == "stop"
@@ -92,16 +96,18 @@ def test_chat_multi_turn_with_system(client: ollama.Client) -> None:
         {"role": "system", "content": "You are a helpful assistant."},
         {"role": "user", "content": "What is the capital of France?"},
     ]
-    first = client.chat(model="smollm2:135m", messages=messages, options={**GREEDY,
-                                                                         "num_predict": 30})
+    first = client.chat(
+        model="smollm2:135m", messages=messages, options={**GREEDY, "num_predict": 30}
+    )
     assert first.message.role == "assistant"
     assert "Paris" in first.message.content
     messages += [
         {"role": "assistant", "content": first.message.content},
         {"role": "user", "content": "And of Italy?"},
     ]
-    second = client.chat(model="smollm2:135m", messages=messages,
-                         options={**GREEDY, "num_predict": 30})
+    second = client.chat(
+        model="smollm2:135m", messages=messages, options={**GREEDY, "num_predict": 30}
+    )
     assert second.message.content.strip()
     assert second.done_reason in {"stop", "length"}
 
