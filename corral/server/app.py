@@ -20,6 +20,7 @@ from starlette.routing import Route
 from corral.config import Settings
 from corral.errors import CorralError
 from corral.scheduler import Scheduler
+from corral.server.middleware import GuardMiddleware, default_origins
 from corral.server.routes import Api
 from corral.store import ModelStore
 
@@ -81,4 +82,9 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler) -> S
         },
     )
     app.state.api = api
+    app.add_middleware(
+        GuardMiddleware,
+        origins=default_origins(settings.origins),
+        check_host=settings.host.is_loopback,
+    )
     return app
