@@ -104,7 +104,10 @@ def cold_start(env: dict[str, str], model: str) -> float:
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "corral", "run", model, "Say hello."],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.stdout is not None
     proc.stdout.read(1)
@@ -118,9 +121,20 @@ def cold_start(env: dict[str, str], model: str) -> float:
 
 def start_runner(model_path: str, ctx: int, parallel: int) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "corral.runner", "--model", model_path, "--ctx-size", str(ctx),
-         "--parallel", str(parallel)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "corral.runner",
+            "--model",
+            model_path,
+            "--ctx-size",
+            str(ctx),
+            "--parallel",
+            str(parallel),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     assert proc.stdout is not None
     port = json.loads(proc.stdout.readline())["port"]
@@ -143,8 +157,12 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="corral-bench-"))
     host = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "OLLAMA_HOST": host, "OLLAMA_MODELS": str(workdir / "models"),
-           "HOME": str(workdir)}
+    env = {
+        **os.environ,
+        "OLLAMA_HOST": host,
+        "OLLAMA_MODELS": str(workdir / "models"),
+        "HOME": str(workdir),
+    }
     url = f"http://{host}"
 
     server = start_server(env)
@@ -161,8 +179,7 @@ def main() -> None:
     ps = httpx.get(url + "/api/ps").json()["models"][0]
     ctx = ps["context_length"]
     runner_pid = next(
-        int(p.name) for p in Path("/proc").iterdir()
-        if p.name.isdigit() and _ppid(p) == server.pid
+        int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == server.pid
     )
     parallel = _runner_parallel(runner_pid)
     runner, runner_url = start_runner(model_path, ctx, parallel)

@@ -111,7 +111,7 @@ BUNDLED: tuple[BundledModel, ...] = (
 
 def find_bundled(name: Name) -> BundledModel | None:
     """The bundled model a (default-registry) name refers to, if any."""
-    if name.host != "registry.ollama.ai" or name.namespace != "library":
+    if name.host.lower() != "registry.ollama.ai" or name.namespace.lower() != "library":
         return None
     short = f"{name.model}:{name.tag}".lower()
     for model in BUNDLED:

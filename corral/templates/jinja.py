@@ -52,18 +52,24 @@ class JinjaChatTemplate:
         bos_token: str = "",
         eos_token: str = "",
     ) -> str:
+        # Streamed and counted as it goes: rendering first and measuring after would let a
+        # nested loop build gigabytes (or run for hours) before the check.
+        pieces: list[str] = []
+        size = 0
         try:
-            text = self._template.render(
+            for piece in self._template.generate(
                 messages=messages,
                 tools=tools or None,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=bos_token,
                 eos_token=eos_token,
-            )
+            ):
+                size += len(piece)
+                if size > _MAX_OUTPUT:
+                    raise TemplateError("chat template output is too large")
+                pieces.append(piece)
         except TemplateError:
             raise
         except Exception as exc:  # sandbox violations, type errors in hostile templates
             raise TemplateError(f"chat template failed: {exc}") from exc
-        if len(text) > _MAX_OUTPUT:
-            raise TemplateError("chat template output is too large")
-        return text
+        return "".join(pieces)

@@ -13,7 +13,7 @@ until the rendered prompt fits the context window, as Ollama's ``chatPrompt`` do
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,7 +105,7 @@ class PromptTemplate:
             data = {
                 "System": system,
                 "Prompt": prompt,
-                "Response": _SENTINEL if final else response,
+                "Response": response + _SENTINEL if final else response,
                 "Messages": [],
             }
             text = go.render(data)
@@ -128,9 +128,8 @@ class PromptTemplate:
                 prompt = content
             elif role == "assistant":
                 response = content
-        if response:
-            flush(False)
-            system = prompt = response = ""
+        # The last turn is cut right after its response: an empty one for the model to write,
+        # or a final assistant message for it to continue (as Ollama does).
         flush(True)
         return "".join(pieces)
 
@@ -154,19 +153,35 @@ def _merge_consecutive(messages: Sequence[TemplateMessage]) -> list[TemplateMess
     return merged
 
 
-def _go_tool(tool: dict[str, Any]) -> dict[str, Any]:
+def _go_tool(tool: dict[str, Any]) -> _GoView:
     """A tool definition keyed both ways: JSON names print, Go field names resolve."""
-    function = tool.get("function") or {}
-    return {
-        "Type": tool.get("type", "function"),
-        "Function": {
-            "Name": function.get("name", ""),
-            "Description": function.get("description", ""),
-            "Parameters": function.get("parameters", {}),
-        },
-        "type": tool.get("type", "function"),
-        "function": function,
-    }
+    return _GoView(tool)
+
+
+class _GoView(Mapping[str, Any]):
+    """A JSON object as Ollama's Go structs show it to a template.
+
+    ``.Function.Name`` finds ``function`` → ``name`` (Go field names are the JSON names
+    capitalised), while printing it gives JSON with the object's own keys, as Go's
+    ``json.Marshal`` of the struct does. A plain dict holding both spellings printed both.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._data and key[:1].isupper():
+            key = key[:1].lower() + key[1:]
+        value = self._data[key]
+        return _GoView(value) if isinstance(value, Mapping) else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 def _jinja_message(message: TemplateMessage) -> dict[str, Any]:
