@@ -216,7 +216,12 @@ class Settings:
         """Variable → current value, for ``serve --help`` and the startup log."""
         values: dict[str, str] = {}
         for spec in VARIABLES:
-            values[spec.name] = str(getattr(self, spec.attribute))
+            value = getattr(self, spec.attribute)
+            if isinstance(value, HostPort):
+                value = value.url
+            elif isinstance(value, tuple):
+                value = ",".join(value)
+            values[spec.name] = str(value)
         return values
 
     def with_changes(self, **changes: object) -> Settings:

@@ -256,6 +256,7 @@ class Api:
             raise BadRequestError(f'"{req.model}" does not support images (no vision projector)')
         if req.suffix and not model.template.uses("Suffix"):
             raise BadRequestError(f"{model.name.display_long} does not support insert")
+        _check_think(req.think, req.model, model)
         if not req.prompt and not req.context:
             return await self._load_only(req.model, prepared, req.keep_alive, chat=False)
         template = PromptTemplate.from_sources(req.template) if req.template else model.template
@@ -314,6 +315,9 @@ class Api:
         _check_format(req.format)
         if model.is_embedding:
             raise BadRequestError(f'"{req.model}" does not support chat')
+        if req.tools and not model.template.uses("Tools"):
+            raise BadRequestError(f"{model.name.display_long} does not support tools")
+        _check_think(req.think, req.model, model)
         for message in req.messages:
             if message.images:
                 raise BadRequestError(
@@ -451,6 +455,16 @@ def _merge_chat(events: list[Event]) -> Event:
     content = "".join(e.get("message", {}).get("content", "") for e in events)
     final["message"] = {"role": "assistant", "content": content}
     return final
+
+
+def _check_think(think: bool | str | None, requested: str, model: ResolvedModel) -> None:
+    if isinstance(think, str) and think not in {"high", "medium", "low", "max"}:
+        raise BadRequestError(
+            f'invalid think value: "{think}" (must be "high", "medium", "low", "max", true,'
+            " or false)"
+        )
+    if think and not model.template.uses("Think"):
+        raise BadRequestError(f'"{requested}" does not support thinking')
 
 
 def _check_format(fmt: str | dict[str, Any] | None) -> None:

@@ -74,6 +74,33 @@ def _post(server: ServerProcess, path: str, body: object | bytes) -> httpx.Respo
             'destination "x/../y" is invalid',
         ),
         ("/api/delete", {"model": "nothing-here"}, 404, "not found"),
+        (
+            "/api/generate",
+            {"model": "smollm2:135m", "prompt": "hi", "think": True},
+            400,
+            '"smollm2:135m" does not support thinking',
+        ),
+        (
+            "/api/chat",
+            {
+                "model": "smollm2:135m",
+                "messages": [{"role": "user", "content": "hi", "images": ["aGk="]}],
+            },
+            400,
+            "does not support images",
+        ),
+        (
+            "/api/generate",
+            {"model": "smollm2:135m", "prompt": "hi", "format": "xml"},
+            400,
+            "invalid format",
+        ),
+        (
+            "/api/generate",
+            {"model": "smollm2:135m", "prompt": "hi", "raw": True, "system": "x"},
+            400,
+            "raw mode does not support template, system, or context",
+        ),
     ],
 )
 def test_bad_requests(
