@@ -29,10 +29,16 @@ from typing import Any, Protocol
 from corral import estimate
 from corral.api.options import Options
 from corral.config import FOREVER, Settings
-from corral.errors import RequestCanceledError, ServerBusyError
+from corral.errors import (
+    CorralError,
+    InsufficientMemoryError,
+    RequestCanceledError,
+    ServerBusyError,
+)
+from corral.hardware import SystemMemory, system_memory
 from corral.runner.client import RunnerConfig
 
-__all__ = ["LoadedModel", "ModelSpec", "RunnerLike", "Scheduler"]
+__all__ = ["LoadedModel", "ModelSpec", "RunnerLike", "Scheduler", "SchedulerStats"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +74,16 @@ class ModelSpec:
 
 
 @dataclass(slots=True)
+class SchedulerStats:
+    """Counters since start, for ``/metrics``."""
+
+    loads: int = 0
+    load_failures: int = 0
+    unloads: int = 0
+    evictions: int = 0
+
+
+@dataclass(slots=True)
 class LoadedModel:
     spec: ModelSpec
     runner: RunnerLike
@@ -79,6 +95,7 @@ class LoadedModel:
     timer: asyncio.TimerHandle | None = None
     unloading: bool = False
     load_duration: float = 0.0
+    size_bytes: int = 0  # estimated memory of the runner with its context
 
     @property
     def key(self) -> str:
@@ -99,14 +116,19 @@ class Scheduler:
         runner_factory: RunnerFactory,
         *,
         max_loaded: int | None = None,
+        memory: Callable[[], SystemMemory] = system_memory,
+        estimate_bytes: Callable[[RunnerConfig], int] | None = None,
     ) -> None:
         self.settings = settings
         self._factory = runner_factory
+        self._memory = memory
+        self._estimate = estimate_bytes or _estimate_runner
         self._max_loaded = max_loaded or settings.max_loaded_models or 3
         self._loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
         self._reserved: set[str] = set()  # loads past _make_room, not yet in _loaded
         self._pending = 0
+        self.stats = SchedulerStats()
         self._changed = asyncio.Condition()
         self._closed = False
 
@@ -146,6 +168,14 @@ class Scheduler:
             kv_cache_type=self.settings.kv_cache_type,
             verbose=self.settings.debug > 0,
         )
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting for a runner right now (the bounded queue's depth)."""
+        return self._pending
+
+    def loaded_now(self) -> list[LoadedModel]:
+        return list(self._loaded.values())
 
     async def loaded_models(self) -> list[LoadedModel]:
         return sorted(self._loaded.values(), key=lambda m: m.expires_at_wall(), reverse=True)
@@ -232,12 +262,13 @@ class Scheduler:
     async def _load(
         self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None
     ) -> LoadedModel:
-        await self._make_room(spec)
+        need = await self._make_room(spec, config)
         self._reserved.add(spec.model_path)
         try:
             entry = await self._start(spec, config, keep_alive)
         finally:
             self._reserved.discard(spec.model_path)
+        entry.size_bytes = need
         await self._notify()
         # Nobody may be using it yet (all requesters cancelled): start its keep-alive now;
         # the next _use cancels the timer.
@@ -255,7 +286,12 @@ class Scheduler:
             config.num_ctx,
             config.num_parallel,
         )
-        runner = await self._factory(config)
+        try:
+            runner = await self._factory(config)
+        except BaseException:
+            self.stats.load_failures += 1
+            raise
+        self.stats.loads += 1
         entry = LoadedModel(
             spec=spec,
             runner=runner,
@@ -271,20 +307,38 @@ class Scheduler:
         logger.info("loaded model %s in %.2fs (pid %d)", spec.name, entry.load_duration, runner.pid)
         return entry
 
-    async def _make_room(self, spec: ModelSpec) -> None:
-        # Loads still waiting here do not count, or two of them wait for each other forever.
-        while len(self._loaded) + len(self._reserved) >= self._max_loaded:
+    def _free_bytes(self) -> int:
+        """Memory a new runner may use: what the OS reports, less what loaded runners were
+        promised but have not touched yet (their KV cache fills in as they work)."""
+        memory = self._memory()
+        promised = sum(e.size_bytes for e in self._loaded.values() if not e.unloading)
+        return max(min(memory.free_bytes, memory.total_bytes - promised), 0)
+
+    async def _make_room(self, spec: ModelSpec, config: RunnerConfig) -> int:
+        """Evict until the model fits (count and memory); return its estimated size."""
+        need = self._estimate(config)
+        while True:
+            # Loads still waiting here do not count, or two would wait for each other forever.
+            count_ok = len(self._loaded) + len(self._reserved) < self._max_loaded
+            free = self._free_bytes()
+            if count_ok and need <= free:
+                return need
             victim = self._pick_victim()
-            if victim is None:
-                await self._wait_for_change()
+            if victim is not None:
+                cause = (
+                    f"max loaded models {self._max_loaded}"
+                    if not count_ok
+                    else f"needs {_gib(need)}, {_gib(free)} free"
+                )
+                logger.info("evicting %s to load %s (%s)", victim.spec.name, spec.name, cause)
+                await self._unload(victim, reason=f"evicted for {spec.name}")
                 continue
-            logger.info(
-                "evicting %s to load %s (max loaded models %d)",
-                victim.spec.name,
-                spec.name,
-                self._max_loaded,
-            )
-            await self._unload(victim, reason="evicted")
+            if not self._loaded and not self._reserved:
+                raise InsufficientMemoryError(
+                    f"model requires more system memory ({_gib(need)}) than is available"
+                    f" ({_gib(free)})"
+                )
+            await self._wait_for_change()
 
     def _pick_victim(self) -> LoadedModel | None:
         # A runner whose load task is still registered has not reached its requesters yet.
@@ -341,7 +395,16 @@ class Scheduler:
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
-        logger.info("unloading model %s (pid %d): %s", entry.spec.name, entry.runner.pid, reason)
+        logger.info(
+            "unloading model %s (pid %d, %s): %s",
+            entry.spec.name,
+            entry.runner.pid,
+            _gib(entry.size_bytes),
+            reason,
+        )
+        self.stats.unloads += 1
+        if reason.startswith("evicted"):
+            self.stats.evictions += 1
         try:
             await entry.runner.stop()
         finally:
@@ -358,6 +421,19 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._changed.wait()
+
+
+def _estimate_runner(config: RunnerConfig) -> int:
+    try:
+        return estimate.estimate_bytes(
+            config.model_path, config.num_ctx, config.num_parallel, config.kv_cache_type
+        )
+    except CorralError:
+        return 0  # unreadable GGUF: the runner's own load error will say why
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB"
 
 
 def _compatible(loaded: RunnerConfig, wanted: RunnerConfig) -> bool:

@@ -15,7 +15,13 @@ import pytest
 
 from corral.api.options import Options
 from corral.config import FOREVER, Settings
-from corral.errors import RequestCanceledError, RunnerError, ServerBusyError
+from corral.errors import (
+    InsufficientMemoryError,
+    RequestCanceledError,
+    RunnerError,
+    ServerBusyError,
+)
+from corral.hardware import SystemMemory
 from corral.runner.client import RunnerConfig
 from corral.scheduler import LoadedModel, ModelSpec, RunnerLike, Scheduler
 
@@ -74,6 +80,20 @@ class FakeFactory:
         return [r for r in self.runners if r.config.model_path == spec.model_path]
 
 
+class FakeMemory:
+    """System memory that shrinks by the size of every live fake runner."""
+
+    def __init__(self, factory: FakeFactory, total: int, sizes: dict[str, int]) -> None:
+        self.factory, self.total, self.sizes = factory, total, sizes
+
+    def __call__(self) -> SystemMemory:
+        used = sum(self.sizes[r.config.model_path] for r in self.factory.runners if r.alive)
+        return SystemMemory(total_bytes=self.total, free_bytes=self.total - used)
+
+
+GIB = 2**30
+
+
 def model(name: str, context_length: int = 0) -> ModelSpec:
     return ModelSpec(
         name=name,
@@ -112,9 +132,20 @@ class Harness:
         self.schedulers: list[Scheduler] = []
         self.tasks: list[asyncio.Task[Any]] = []
 
-    def scheduler(self, max_loaded: int | None = None, **changes: Any) -> Scheduler:
+    def scheduler(
+        self,
+        max_loaded: int | None = None,
+        memory: FakeMemory | None = None,
+        sizes: dict[str, int] | None = None,
+        **changes: Any,
+    ) -> Scheduler:
         settings = Settings(num_parallel=1).with_changes(**changes)
-        scheduler = Scheduler(settings, self.factory, max_loaded=max_loaded)
+        extra: dict[str, Any] = {}
+        if memory is not None:
+            extra["memory"] = memory
+        if sizes is not None:
+            extra["estimate_bytes"] = lambda config: sizes[config.model_path]
+        scheduler = Scheduler(settings, self.factory, max_loaded=max_loaded, **extra)
         self.schedulers.append(scheduler)
         return scheduler
 
@@ -549,3 +580,56 @@ async def test_loaded_models_lists_latest_expiry_first(harness: Harness) -> None
         loaded = await scheduler.loaded_models()
     assert {m.spec.name for m in loaded} == {"a", "b", "c"}
     assert [m.spec.name for m in await scheduler.loaded_models()] == ["b", "c", "a"]
+
+
+# ---- memory ----------------------------------------------------------------------------
+
+
+def memory_harness(harness: Harness, total: int, **sizes_gib: float) -> Scheduler:
+    sizes = {f"/models/blobs/{name}.gguf": int(size * GIB) for name, size in sizes_gib.items()}
+    memory = FakeMemory(harness.factory, total, sizes)
+    return harness.scheduler(max_loaded=10, memory=memory, sizes=sizes)
+
+
+async def test_model_bigger_than_memory_fails_clearly(harness: Harness) -> None:
+    scheduler = memory_harness(harness, total=4 * GIB, a=6)
+    with pytest.raises(InsufficientMemoryError) as info:
+        async with scheduler.acquire(A, options(), None):
+            pass
+    assert "model requires more system memory (6.0 GiB) than is available (4.0 GiB)" in str(
+        info.value
+    )
+    assert harness.factory.calls == 0
+
+
+async def test_memory_pressure_evicts_an_idle_model(harness: Harness) -> None:
+    scheduler = memory_harness(harness, total=10 * GIB, a=6, b=6)
+    async with scheduler.acquire(A, options(), None):
+        pass
+    async with scheduler.acquire(B, options(), None):
+        pass
+    assert harness.factory.runners_for(A)[0].stops == 1
+    assert [e.spec.name for e in scheduler.loaded_now()] == ["b"]
+    assert scheduler.stats.evictions == 1
+
+
+async def test_models_that_fit_together_stay_loaded(harness: Harness) -> None:
+    scheduler = memory_harness(harness, total=10 * GIB, a=4, b=4)
+    async with scheduler.acquire(A, options(), None):
+        pass
+    async with scheduler.acquire(B, options(), None):
+        pass
+    assert sorted(e.spec.name for e in scheduler.loaded_now()) == ["a", "b"]
+
+
+async def test_memory_pressure_waits_for_a_busy_model(harness: Harness) -> None:
+    scheduler = memory_harness(harness, total=10 * GIB, a=6, b=6)
+    first = harness.hold(scheduler, A)
+    await wait_until(lambda: first.got, "a to load")
+    second = harness.hold(scheduler, B)
+    await settle()
+    assert not second.got
+    await first.release()
+    await wait_until(lambda: second.got, "b to load once a is released")
+    assert harness.factory.runners_for(A)[0].stops == 1
+    await second.release()

@@ -71,6 +71,7 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler) -> S
         Route("/api/copy", api.copy, methods=["POST"]),
         Route("/api/generate", api.generate, methods=["POST"]),
         Route("/api/chat", api.chat, methods=["POST"]),
+        Route("/metrics", api.metrics.endpoint, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

@@ -41,6 +41,7 @@ from corral.errors import (
     NotFoundError,
 )
 from corral.scheduler import LoadedModel, Scheduler
+from corral.server.metrics import Metrics
 from corral.server.models import ModelCatalog, ResolvedModel, parse_name
 from corral.server.streaming import now_rfc3339, parse_body, respond
 from corral.store import ModelStore
@@ -68,7 +69,7 @@ class Api:
         self.store = store
         self.models = ModelCatalog(store)
         self.scheduler = scheduler
-        self._pulls: dict[str, asyncio.Task[None]] = {}
+        self.metrics = Metrics(scheduler)
 
     # ---- simple routes ---------------------------------------------------------------
 
@@ -109,7 +110,7 @@ class Api:
                 {
                     "name": spec.name,
                     "model": spec.name,
-                    "size": spec.size_bytes,
+                    "size": entry.size_bytes or spec.size_bytes,
                     "digest": spec.digest,
                     "details": spec.details,
                     "expires_at": entry.expires_at_wall().isoformat(),
@@ -268,6 +269,7 @@ class Api:
         self, req: GenerateRequest, prepared: _Prepared, template: PromptTemplate, system: str
     ) -> AsyncGenerator[Event, None]:
         model = prepared.model
+        route = "generate"
         async with self.scheduler.acquire(model.spec(), prepared.options, req.keep_alive) as ref:
             loaded_at = time.perf_counter()
             runner = ref.runner
@@ -299,6 +301,7 @@ class Api:
                     if "tokens" in event:
                         final["context"] = event["tokens"]
                     final.update(_stats(event, prepared.started, loaded_at))
+                    self._observe(route, model, final)
                     yield final
                 else:
                     yield {
@@ -340,6 +343,7 @@ class Api:
         self, req: ChatRequest, prepared: _Prepared, messages: list[dict[str, Any]]
     ) -> AsyncGenerator[Event, None]:
         model = prepared.model
+        route = "chat"
         async with self.scheduler.acquire(model.spec(), prepared.options, req.keep_alive) as ref:
             loaded_at = time.perf_counter()
             runner = ref.runner
@@ -364,6 +368,7 @@ class Api:
                         "done_reason": event.get("done_reason", "stop"),
                     }
                     final.update(_stats(event, prepared.started, loaded_at))
+                    self._observe(route, model, final)
                     yield final
                 else:
                     yield {
@@ -372,6 +377,12 @@ class Api:
                         "message": {"role": "assistant", "content": event.get("content", "")},
                         "done": False,
                     }
+
+    def _observe(self, route: str, model: ResolvedModel, final: Event) -> None:
+        self.metrics.request_seconds.labels(route).observe(final["total_duration"] / 1e9)
+        self.metrics.observe_generation(
+            model.name.display_short, final["prompt_eval_count"], final["eval_count"]
+        )
 
     async def _load_only(
         self, model_name: str, prepared: _Prepared, keep_alive: float | None, *, chat: bool
