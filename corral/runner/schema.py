@@ -88,9 +88,12 @@ _HEX = "[0-9a-fA-F]"
 
 # Rule bodies for JSON building blocks, and which of them each one uses. `char` is one JSON
 # string character that decodes to exactly one code point: a raw character (no controls, no
-# DEL, no surrogates) or an escape; a \u escape is a non-surrogate or a whole surrogate pair.
+# surrogates) or an escape; a \u escape is a non-surrogate or a whole surrogate pair.
 _PRIMITIVES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
-    "value": ("object | array | string | number | boolean | null", ()),
+    "value": (
+        "object | array | string | number | boolean | null",
+        ("object", "array", "string", "number", "boolean", "null"),
+    ),
     "object": (
         '"{" ws ( string ":" ws value ( "," ws string ":" ws value )* )? "}" ws',
         ("string", "value", "ws"),
@@ -98,7 +101,7 @@ _PRIMITIVES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "array": ('"[" ws ( value ( "," ws value )* )? "]" ws', ("value", "ws")),
     "string": ('"\\"" char* "\\"" ws', ("char", "ws")),
     "char": (
-        r'[^"\\\x7F\x00-\x1F\uD800-\uDFFF] | "\\" ( ["\\/bfnrt] | "u" ( [0-9a-cA-CeEfF] '
+        r'[^"\\\x00-\x1F\uD800-\uDFFF] | "\\" ( ["\\/bfnrt] | "u" ( [0-9a-cA-CeEfF] '
         + _HEX
         + "{3} | [dD] [0-7] "
         + _HEX
@@ -237,16 +240,24 @@ def _class(ranges: Sequence[tuple[int, int]], negated: bool = False) -> str:
     return "[" + ("^" if negated else "") + "".join(parts) + "]"
 
 
-_JSON_SHORT_ESCAPES: Final = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_JSON_SHORT_ESCAPES: Final = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+}
 
 
 def _json_char(ch: str) -> str:
-    """One character as it appears inside a JSON string literal (our canonical spelling)."""
+    """One character as ``json.dumps(..., ensure_ascii=False)`` writes it in a string."""
     short = _JSON_SHORT_ESCAPES.get(ch)
     if short is not None:
         return short
     code = ord(ch)
-    if code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF:
+    if code < 0x20 or 0xD800 <= code <= 0xDFFF:
         return f"\\u{code:04x}"
     return ch
 
@@ -296,8 +307,8 @@ _SPACE: Final = [(0x09, 0x0D), (0x20, 0x20)]
 _ASCII: Final = (0, 0x7F)
 _DOT: Final = _complement([(0x0A, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029)])
 _CONTROLS: Final = (0x00, 0x1F)
-# Characters a JSON string cannot hold raw (DEL is legal JSON, but we keep it escaped).
-_SPECIAL: Final = [_CONTROLS, (0x22, 0x22), (0x5C, 0x5C), (0x7F, 0x7F), _SURROGATES]
+# Characters a JSON string cannot hold raw.
+_SPECIAL: Final = [_CONTROLS, (0x22, 0x22), (0x5C, 0x5C), _SURROGATES]
 
 
 def _set_expr(ranges: Sequence[tuple[int, int]]) -> str:
@@ -312,12 +323,13 @@ def _set_expr(ranges: Sequence[tuple[int, int]]) -> str:
         negative = _normalize([*_SPECIAL, *outside])
         alts.append(_class(raw) if len(raw) <= len(negative) else _class(negative, negated=True))
     controls = _subtract(chars, _complement([_CONTROLS]))
-    if controls == [_CONTROLS]:
-        alts.append('"\\\\u00" [01] ' + _HEX)
+    if controls == [_CONTROLS]:  # all of them: the short escapes, else \u00XX
+        alts.append('"\\\\" [bfnrt]')
+        alts.append('"\\\\u00" ( "0" [0-7bBeEfF] | "1" ' + _HEX + " )")
     else:
         for low, high in controls:
             alts.extend(_gbnf_literal(_json_char(chr(code))) for code in range(low, high + 1))
-    for code in (0x22, 0x5C, 0x7F):
+    for code in (0x22, 0x5C):
         if any(low <= code <= high for low, high in chars):
             alts.append(_gbnf_literal(_json_char(chr(code))))
     return _alt(alts)

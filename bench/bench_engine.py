@@ -1,0 +1,441 @@
+"""Runner engine benchmark: corral vs llama.cpp's llama-server vs llama-cpp-python's server.
+
+All three serve the same GGUF with the same threads, per-slot context and slot count, and
+are measured side by side in one run (each server started, measured, stopped in turn, for
+every repeat), medians over repeats. Greedy decoding, streaming, timed at the client.
+
+Measures, per model:
+- single: decode tokens/s of one stream;
+- prompt: prompt-processing tokens/s on a ~1000-token prompt (fresh each time, no cache);
+- agg4: aggregate decode tokens/s of 4 concurrent streams;
+- ttft_busy: time to first token of a new request while 3 others stream;
+- turn5: time to first token of chat turn 5, with the prompt cache (and, for corral, the
+  same turn with the cache defeated, for the ratio);
+- agg16: aggregate tokens/s of 16 concurrent streams (16 slots).
+
+Needs: bench/build_llama_server.sh (builds llama-server from the pinned llama-cpp-python
+sdist) and llama-cpp-python's server extras (pip install sse-starlette starlette-context
+pydantic-settings) in .venv.
+
+Usage: .venv/bin/python bench/bench_engine.py [--models smollm2:135m gemma3:270m]
+       [--repeats 3] [--servers corral llama-server llama-cpp-python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+THREADS = 2
+CTX = 2048
+TOKENS = 128
+STORY = "Write a long story about a lighthouse keeper and a storm."
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Stream:
+    ttft: float
+    tokens: int
+    first: float
+    last: float
+
+
+class Server:
+    name = ""
+
+    def __init__(self, gguf: str, model: str, parallel: int) -> None:
+        self.gguf, self.model, self.parallel = gguf, model, parallel
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        raise NotImplementedError
+
+    def health_path(self) -> str:
+        return "/health"
+
+    def start(self) -> None:
+        self.stop()
+        argv, env = self.command()
+        self.proc = subprocess.Popen(
+            argv,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + self.health_path(), timeout=2).status_code == 200:
+                    self.warm()
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def warm(self) -> None:
+        asyncio.run(self.stream("Hello", 4))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    async def stream(self, prompt: str, n: int, client: httpx.AsyncClient | None = None) -> Stream:
+        own = client is None
+        client = client or httpx.AsyncClient(timeout=600)
+        url, body, extract = self.request(prompt, n)
+        start = time.perf_counter()
+        stamps: list[float] = []
+        try:
+            async with client.stream("POST", url, json=body) as response:
+                response.raise_for_status()
+                async for line in response.aiter_lines():
+                    text = extract(line)
+                    if text:
+                        stamps.append(time.perf_counter())
+        finally:
+            if own:
+                await client.aclose()
+        if not stamps:
+            stamps = [time.perf_counter()]
+        return Stream(stamps[0] - start, len(stamps), stamps[0], stamps[-1])
+
+    def request(self, prompt: str, n: int) -> tuple[str, dict[str, Any], Any]:
+        raise NotImplementedError
+
+    async def prompt_rate(self, prompt: str) -> float:
+        raise NotImplementedError
+
+
+class Corral(Server):
+    name = "corral"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        self.models = tempfile.mkdtemp(prefix="corral-bench-")
+        env = {
+            "OLLAMA_HOST": f"127.0.0.1:{self.port}",
+            "OLLAMA_MODELS": self.models,
+            "OLLAMA_NUM_PARALLEL": str(self.parallel),
+            "OLLAMA_CONTEXT_LENGTH": str(CTX),
+            "OLLAMA_NUM_THREAD": str(THREADS),
+            "OLLAMA_KEEP_ALIVE": "-1",
+        }
+        return [sys.executable, "-m", "corral", "serve"], env
+
+    def health_path(self) -> str:
+        return "/"
+
+    def warm(self) -> None:
+        httpx.post(self.url + "/api/pull", json={"model": self.model, "stream": False}, timeout=600)
+        super().warm()
+
+    def request(self, prompt: str, n: int) -> tuple[str, dict[str, Any], Any]:
+        body = {
+            "model": self.model,
+            "prompt": prompt,
+            "raw": True,
+            "stream": True,
+            "options": {"temperature": 0, "num_predict": n},
+        }
+
+        def extract(line: str) -> str:
+            return json.loads(line).get("response", "") if line else ""
+
+        return self.url + "/api/generate", body, extract
+
+    async def prompt_rate(self, prompt: str) -> float:
+        body = {
+            "model": self.model,
+            "prompt": prompt,
+            "raw": True,
+            "stream": False,
+            "options": {"temperature": 0, "num_predict": 1},
+        }
+        async with httpx.AsyncClient(timeout=600) as client:
+            data = (await client.post(self.url + "/api/generate", json=body)).json()
+        return float(data["prompt_eval_count"] / data["prompt_eval_duration"] * 1e9)
+
+
+class LlamaServer(Server):
+    name = "llama-server"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        binary = subprocess.run(
+            ["bash", str(ROOT / "bench" / "build_llama_server.sh")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        argv = [
+            binary,
+            "-m",
+            self.gguf,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "-t",
+            str(THREADS),
+            "-tb",
+            str(THREADS),
+            "-c",
+            str(CTX * self.parallel),
+            "-np",
+            str(self.parallel),
+            "-fa",
+            "off",
+            "--no-webui",
+            "-no-kvu",
+        ]
+        return argv, {}
+
+    def request(self, prompt: str, n: int) -> tuple[str, dict[str, Any], Any]:
+        body = {
+            "prompt": prompt,
+            "n_predict": n,
+            "temperature": 0,
+            "stream": True,
+            "cache_prompt": True,
+        }
+
+        def extract(line: str) -> str:
+            if not line.startswith("data: "):
+                return ""
+            return str(json.loads(line[6:]).get("content", ""))
+
+        return self.url + "/completion", body, extract
+
+    async def prompt_rate(self, prompt: str) -> float:
+        body = {"prompt": prompt, "n_predict": 1, "temperature": 0, "cache_prompt": False}
+        async with httpx.AsyncClient(timeout=600) as client:
+            data = (await client.post(self.url + "/completion", json=body)).json()
+        timings = data["timings"]
+        return float(timings["prompt_n"] / timings["prompt_ms"] * 1000)
+
+
+class LlamaCppPython(Server):
+    name = "llama-cpp-python"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        argv = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            self.gguf,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_threads",
+            str(THREADS),
+            "--n_ctx",
+            str(CTX),
+            "--verbose",
+            "False",
+        ]
+        return argv, {}
+
+    def health_path(self) -> str:
+        return "/v1/models"
+
+    def request(self, prompt: str, n: int) -> tuple[str, dict[str, Any], Any]:
+        body = {"prompt": prompt, "max_tokens": n, "temperature": 0, "stream": True}
+
+        def extract(line: str) -> str:
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                return ""
+            return str(json.loads(line[6:])["choices"][0].get("text", ""))
+
+        return self.url + "/v1/completions", body, extract
+
+    async def prompt_rate(self, prompt: str) -> float:
+        start = time.perf_counter()
+        result = await self.stream(prompt, 1)
+        del start
+        n_prompt = len(prompt.split()) * 1.3  # no server-side count: an estimate
+        return n_prompt / result.ttft
+
+
+def chat(text: str) -> str:
+    return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+
+
+async def aggregate(server: Server, streams: int) -> float:
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=64)) as c:
+        start = time.perf_counter()
+        results = await asyncio.gather(
+            *(server.stream(chat(f"{STORY} Version {i}."), TOKENS, c) for i in range(streams))
+        )
+        elapsed = max(r.last for r in results) - start
+    return sum(r.tokens for r in results) / elapsed
+
+
+async def ttft_while_busy(server: Server) -> float:
+    async with httpx.AsyncClient(timeout=600) as client:
+        background = [
+            asyncio.create_task(server.stream(chat(f"{STORY} Part {i}."), 256, client))
+            for i in range(3)
+        ]
+        await asyncio.sleep(1.0)
+        probe = await server.stream(
+            chat(f"What is {random.randint(1, 10**6)} plus one?"), 4, client
+        )
+        await asyncio.gather(*background)
+    return probe.ttft
+
+
+async def turn5(server: Server, salt: str) -> float:
+    history = ""
+    ttft = 0.0
+    for turn in range(5):
+        prompt = history + chat(f"{salt} Question {turn}: tell me about the sea, briefly.")
+        result = await server.stream(prompt, 32)
+        ttft = result.ttft
+        history = prompt + f"Answer {turn} about the sea.<|im_end|>\n"
+    return ttft
+
+
+def long_prompt(salt: int) -> str:
+    # about 1000 tokens with either tokenizer
+    words = [f"topic{salt}"] + [f"w{(i * 7919 + salt) % 5000}" for i in range(210)]
+    return " ".join(words)
+
+
+def measure(server_cls: type[Server], gguf: str, model: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    server = server_cls(gguf, model, 4)
+
+    def single() -> float:
+        result = asyncio.run(server.stream(chat(STORY), TOKENS))
+        return (result.tokens - 1) / (result.last - result.first)
+
+    steps = {
+        "single": single,
+        "prompt": lambda: asyncio.run(server.prompt_rate(long_prompt(random.randint(0, 10**6)))),
+        "agg4": lambda: asyncio.run(aggregate(server, 4)),
+        "ttft_busy": lambda: asyncio.run(ttft_while_busy(server)),
+        "turn5": lambda: asyncio.run(turn5(server, f"s{random.randint(0, 10**6)}")),
+    }
+    for key, step in steps.items():
+        if server.proc is None or server.proc.poll() is not None:
+            server.start()  # a server that crashed under the previous step starts again
+        try:
+            out[key] = step()
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            print(f"{server.name} {key} failed: {exc!r}", file=sys.stderr)
+            out[key] = float("nan")
+    server.stop()
+    if server_cls is not LlamaCppPython:  # it has one slot: 16 streams queue up
+        server16 = server_cls(gguf, model, 16)
+        server16.start()
+        try:
+            out["agg16"] = asyncio.run(aggregate(server16, 16))
+        finally:
+            server16.stop()
+    return out
+
+
+def turn5_without_cache(gguf: str, model: str) -> float:
+    """corral's turn 5 with the cache defeated: each turn's prompt starts differently."""
+    server = Corral(gguf, model, 4)
+    server.start()
+    try:
+        history = ""
+        ttft = 0.0
+        for turn in range(5):
+            salt = f"x{random.randint(0, 10**9)} "
+            prompt = salt + history + chat(f"Question {turn}: tell me about the sea, briefly.")
+            ttft = asyncio.run(server.stream(prompt, 32)).ttft
+            history = history + chat(f"Question {turn}: tell me about the sea, briefly.")
+            history += f"Answer {turn} about the sea.<|im_end|>\n"
+        return ttft
+    finally:
+        server.stop()
+
+
+SERVERS: dict[str, type[Server]] = {
+    "corral": Corral,
+    "llama-server": LlamaServer,
+    "llama-cpp-python": LlamaCppPython,
+}
+
+
+def gguf_path(model: str) -> str:
+    sys.path.insert(0, str(ROOT))
+    from corral.catalog import BUNDLED
+    from corral.store import ModelStore, Name
+
+    store = ModelStore(Path(tempfile.mkdtemp(prefix="corral-bench-store-")))
+    from corral.catalog import find_bundled, pull_bundled
+
+    bundled = find_bundled(Name.parse(model))
+    assert bundled is not None and bundled in BUNDLED
+    pull_bundled(store, Name.parse(model), bundled, lambda _event: None)
+    return str(store.blob_path(f"sha256:{bundled.sha256}"))
+
+
+def _median(values: list[float]) -> float:
+    finite = [v for v in values if v == v]
+    return round(statistics.median(finite), 4) if finite else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", nargs="+", default=["smollm2:135m", "gemma3:270m"])
+    parser.add_argument("--servers", nargs="+", default=list(SERVERS))
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    report: dict[str, Any] = {}
+    for model in args.models:
+        gguf = gguf_path(model)
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in args.servers}
+        nocache: list[float] = []
+        for _ in range(args.repeats):
+            for name in args.servers:
+                runs[name].append(measure(SERVERS[name], gguf, model))
+                print(model, name, runs[name][-1], file=sys.stderr, flush=True)
+            if "corral" in args.servers:
+                nocache.append(turn5_without_cache(gguf, model))
+        medians = {
+            name: {k: _median([r[k] for r in results]) for k in results[0]}
+            for name, results in runs.items()
+        }
+        if nocache:
+            medians["corral"]["turn5_nocache"] = statistics.median(nocache)
+        report[model] = medians
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
