@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from corral.errors import RunnerError
+from corral.errors import BadRequestError, RunnerError
 
 __all__ = ["RunnerClient", "RunnerConfig"]
 
@@ -242,9 +242,10 @@ class RunnerClient:
             async with self._http.stream("POST", "/completion", json=payload) as response:
                 if response.status_code != 200:
                     body = await response.aread()
-                    raise RunnerError(
-                        _error_text(body) or f"runner answered {response.status_code}"
-                    )
+                    text = _error_text(body) or f"runner answered {response.status_code}"
+                    if response.status_code == 400:
+                        raise BadRequestError(text)
+                    raise RunnerError(text)
                 async for line in response.aiter_lines():
                     if not line:
                         continue

@@ -1,9 +1,11 @@
 """JSON Schema → GBNF grammar, for Ollama's ``format: {<JSON schema>}``.
 
 ``schema_to_grammar(schema)`` returns GBNF text whose ``root`` rule matches a subset of the JSON
-texts that validate against ``schema``: whatever llama.cpp's grammar sampler lets a model write
-parses as JSON and validates. The grammar does not have to allow *every* valid document; where
-the full language is impractical it allows a well-defined part of it (documented below).
+texts that validate against ``schema``, so whatever llama.cpp's grammar sampler lets a model
+write parses as JSON and validates (up to the keywords listed under "not enforced"). The grammar
+need not allow *every* valid text: properties come in the schema's order, numbers have bounded
+digits, and strings from ``enum`` / ``const``, property names and ``pattern`` characters have one
+spelling, the one ``json.dumps(..., ensure_ascii=False)`` writes (free strings take any escape).
 
 Supported
     * ``type``: a name or a list of names (``object``, ``array``, ``string``, ``number``,
@@ -22,6 +24,8 @@ Supported
       ``pattern`` for a regex subset: literals, ``.``, classes ``[...]`` with ranges and negation,
       ``\\d \\w \\s`` (ASCII) and their negations, groups ``(...)``, ``(?:...)``, named groups,
       ``|``, quantifiers ``? * + {n} {n,} {n,m}`` (lazy forms too), ``^`` / ``$`` at the ends.
+      Without anchors a pattern may match anywhere in the string, as JSON Schema says; every
+      string allowed also matches in ECMAScript and in Python's ``re``.
     * numbers: integers without leading zeros; ``minimum``, ``maximum``, ``exclusiveMinimum``
       and ``exclusiveMaximum`` (draft 4 booleans too) are exact for ``integer``; for ``number``
       they allow the integers in range and the decimals ``I.fff`` whose whole interval
@@ -32,7 +36,7 @@ Supported
       local JSON pointer; each referenced schema becomes one named rule, so recursion works.
     * whitespace between tokens is bounded (``ws ::= | " " | "\\n" [ \\t]{0,20}``).
 
-Not enforced (the grammar allows documents these would reject): ``uniqueItems``,
+Not enforced (the grammar allows documents that these would reject): ``uniqueItems``,
 ``multipleOf``, ``minProperties``, ``maxProperties``, the exclusivity of ``oneOf``, and
 keywords next to ``enum`` / ``const`` (the listed values are written as given).
 Repetition bounds above 4096 are lowered to 4096 (``maxLength``, ``maxItems``, ``{n,m}``).
@@ -144,10 +148,15 @@ _PRIMITIVES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
         (),
     ),
 }
-_FORMATS: Final = {"date": "fmt-date", "time": "fmt-time", "date-time": "fmt-date-time"}
-_FORMATS_ALL: Final = {**_FORMATS, "uuid": "fmt-uuid"}
+_FORMATS: Final = {
+    "date": "fmt-date",
+    "time": "fmt-time",
+    "date-time": "fmt-date-time",
+    "uuid": "fmt-uuid",
+}
 
 _FRACTION: Final = '( "." [0-9]{1,16} )?'
+_ZERO_FRACTION: Final = '( "." "0"{1,16} )?'
 _QUOTE: Final = '"\\""'
 _EMPTY_OBJECT: Final = '"{" ws "}" ws'
 
@@ -156,9 +165,34 @@ _RE_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"')
 _RE_CLASS = re.compile(r"\[(?:[^\]\\]|\\.)*\]")
 
 
+def _is_group(expr: str) -> bool:
+    """Whether ``expr`` is one parenthesised group, ``( ... )``."""
+    if not expr.startswith("("):
+        return False
+    depth, i = 0, 0
+    while i < len(expr):
+        ch = expr[i]
+        if ch in '"[':
+            close = '"' if ch == '"' else "]"
+            i += 1
+            while expr[i] != close:
+                i += 2 if expr[i] == "\\" else 1
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i == len(expr) - 1
+        i += 1
+    return False
+
+
 def _is_atom(expr: str) -> bool:
     return bool(
-        _RE_NAME.fullmatch(expr) or _RE_LITERAL.fullmatch(expr) or _RE_CLASS.fullmatch(expr)
+        _RE_NAME.fullmatch(expr)
+        or _RE_LITERAL.fullmatch(expr)
+        or _RE_CLASS.fullmatch(expr)
+        or _is_group(expr)
     )
 
 
@@ -353,7 +387,7 @@ class _RegexParser:
         self.depth = 0
 
     def error(self, why: str) -> SchemaError:
-        return SchemaError(f"pattern {self.text!r} at {self.pos}: {why}")
+        return SchemaError(f"pattern {_show(self.text)} at {self.pos}: {why}")
 
     def peek(self, offset: int = 0) -> str:
         index = self.pos + offset
@@ -435,6 +469,8 @@ class _RegexParser:
             return ("eol",)
         if ch in "*+?" or (ch == "{" and self.quantifier() is not None):
             raise self.error("nothing to repeat")
+        if ch == "{":  # a literal in ECMAScript, but Python reads "{,n}" as a quantifier
+            raise self.error("a literal '{' must be escaped")
         if ch == "\\":
             ranges, _ = self.escape(in_class=False)
             return ("set", ranges)
@@ -664,72 +700,24 @@ def _magnitudes(
         alts.append(_seq(_uint_range(first, last_with_fraction), _FRACTION))
     start = max(first, last_with_fraction + 1)
     if last is not None and start <= last:
-        alts.append(_uint_range(start, last))
+        alts.append(_seq(_uint_range(start, last), _ZERO_FRACTION))
     return alts
 
 
 # ---- the converter ----------------------------------------------------------------------------
 
-_ANNOTATIONS: Final = frozenset(
-    {
-        "title",
-        "description",
-        "default",
-        "examples",
-        "example",
-        "$comment",
-        "$schema",
-        "$id",
-        "$anchor",
-        "$defs",
-        "definitions",
-        "deprecated",
-        "readOnly",
-        "writeOnly",
-    }
-)
+# Keywords that raise SchemaError, and all keywords that constrain documents (the rest are
+# annotations or unknown, and are ignored).
 _UNSUPPORTED: Final = (
-    "not",
-    "if",
-    "dependentSchemas",
-    "dependentRequired",
-    "dependencies",
-    "patternProperties",
-    "propertyNames",
-    "contains",
-    "unevaluatedItems",
-    "$dynamicRef",
-    "$recursiveRef",
-)
-_KEYWORDS: Final = frozenset(
-    {
-        "type",
-        "enum",
-        "const",
-        "properties",
-        "required",
-        "additionalProperties",
-        "items",
-        "prefixItems",
-        "additionalItems",
-        "minItems",
-        "maxItems",
-        "minLength",
-        "maxLength",
-        "pattern",
-        "format",
-        "minimum",
-        "maximum",
-        "exclusiveMinimum",
-        "exclusiveMaximum",
-        "anyOf",
-        "oneOf",
-        "allOf",
-        "$ref",
-        "nullable",
-        *_UNSUPPORTED,
-    }
-)
+    "not", "if", "dependentSchemas", "dependentRequired", "dependencies", "patternProperties",
+    "propertyNames", "contains", "unevaluatedItems", "$dynamicRef", "$recursiveRef",
+)  # fmt: skip
+_KEYWORDS: Final = frozenset({
+    "type", "enum", "const", "properties", "required", "additionalProperties", "items",
+    "prefixItems", "additionalItems", "minItems", "maxItems", "minLength", "maxLength", "pattern",
+    "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "anyOf", "oneOf",
+    "allOf", "$ref", "nullable", *_UNSUPPORTED,
+})  # fmt: skip
 _TYPES: Final = ("object", "array", "string", "number", "integer", "boolean", "null")
 _TYPE_HINTS: Final = (
     ("object", ("properties", "required", "additionalProperties")),
@@ -737,8 +725,8 @@ _TYPE_HINTS: Final = (
     ("string", ("minLength", "maxLength", "pattern")),
     ("number", ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")),
 )
-_LOWER_BOUNDS: Final = frozenset({"minimum", "minLength", "minItems", "minProperties"})
-_UPPER_BOUNDS: Final = frozenset({"maximum", "maxLength", "maxItems", "maxProperties"})
+_LOWER_BOUNDS: Final = frozenset({"minimum", "minLength", "minItems", "exclusiveMinimum"})
+_UPPER_BOUNDS: Final = frozenset({"maximum", "maxLength", "maxItems", "exclusiveMaximum"})
 _SUB_SCHEMAS: Final = frozenset({"items", "additionalProperties", "additionalItems"})
 
 
@@ -819,6 +807,13 @@ def _json_type_ok(value: object, type_name: str) -> bool:
     return checks[type_name](value)
 
 
+def _show(value: object) -> str:
+    """A short, safe rendering of a schema value for error messages."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    return f"a {type(value).__name__}"
+
+
 def _rule_base(text: str) -> str:
     base = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:40].strip("-")
     return base or "def"
@@ -867,8 +862,12 @@ class _Converter:
         return name
 
     def _named(self, expr: str, base: str) -> str:
-        """``expr`` itself when it is a single atom, else a new rule for it."""
-        return expr if _is_atom(expr) else self._rule(base, expr)
+        """``expr`` itself when it is a name, literal or class, else a new rule for it (so that
+        using it twice does not copy it: nested copies would grow exponentially)."""
+        simple = (
+            _RE_NAME.fullmatch(expr) or _RE_LITERAL.fullmatch(expr) or _RE_CLASS.fullmatch(expr)
+        )
+        return expr if simple else self._rule(base, expr)
 
     def _prim(self, name: str) -> str:
         pending = [name]
@@ -888,7 +887,7 @@ class _Converter:
         if ref == "#":
             return []
         if not ref.startswith("#/"):
-            raise SchemaError(f"$ref {ref!r} is not supported: only local '#/...' pointers")
+            raise SchemaError(f"$ref {_show(ref)} is not supported: only local '#/...' pointers")
         return [unquote(part).replace("~1", "/").replace("~0", "~") for part in ref[2:].split("/")]
 
     def _resolve(self, ref: object) -> Any:
@@ -898,18 +897,20 @@ class _Converter:
                 node = node[part]
             elif isinstance(node, list) and re.fullmatch(r"0|[1-9][0-9]{0,8}", part):
                 if int(part) >= len(node):
-                    raise SchemaError(f"unknown $ref {ref!r}")
+                    raise SchemaError(f"unknown $ref {_show(ref)}")
                 node = node[int(part)]
             else:
-                raise SchemaError(f"unknown $ref {ref!r}")
+                raise SchemaError(f"unknown $ref {_show(ref)}")
         if not isinstance(node, dict | bool):
-            raise SchemaError(f"$ref {ref!r} does not point at a schema")
+            raise SchemaError(f"$ref {_show(ref)} does not point at a schema")
         return node
 
     def _ref(self, ref: object, depth: int, head: frozenset[str]) -> str:
         key = json.dumps(self._pointer(ref))
         if key in head:
-            raise SchemaError(f"$ref {ref!r} refers back to itself outside any object or array")
+            raise SchemaError(
+                f"$ref {_show(ref)} refers back to itself outside any object or array"
+            )
         name = self._refs.get(key)
         if name is not None:
             return name
@@ -947,7 +948,7 @@ class _Converter:
         return out
 
     def _merge_key(self, key: str, a: Any, b: Any, depth: int) -> Any:
-        if key in _ANNOTATIONS or key == "format" or key not in _KEYWORDS:
+        if key == "format" or key not in _KEYWORDS:  # annotations: keep the first
             return a
         if key == "properties":
             if not isinstance(a, dict) or not isinstance(b, dict):
@@ -970,11 +971,10 @@ class _Converter:
             if not common:
                 raise SchemaError("allOf parts have no type in common")
             return list(dict.fromkeys(common))
-        if key in _LOWER_BOUNDS | _UPPER_BOUNDS | {"exclusiveMinimum", "exclusiveMaximum"}:
+        if key in _LOWER_BOUNDS | _UPPER_BOUNDS:
             if _is_number(a) and _is_number(b):
-                lower = key in _LOWER_BOUNDS or key == "exclusiveMinimum"
-                return max(a, b) if lower else min(a, b)
-            if isinstance(a, bool) and isinstance(b, bool):
+                return max(a, b) if key in _LOWER_BOUNDS else min(a, b)
+            if isinstance(a, bool) and isinstance(b, bool):  # draft 4 exclusive flags
                 return a or b
         elif key in _SUB_SCHEMAS:
             return False if a is False or b is False else {"allOf": [a, b]}
@@ -1014,7 +1014,9 @@ class _Converter:
         if isinstance(value, list):
             return ("array", tuple(self._canon(v, depth + 1) for v in value))
         if isinstance(value, dict):
-            items = sorted((str(k), self._canon(v, depth + 1)) for k, v in value.items())
+            if not all(isinstance(k, str) for k in value):
+                raise SchemaError("object keys in 'enum' / 'const' must be strings")
+            items = sorted((k, self._canon(v, depth + 1)) for k, v in value.items())
             return ("object", tuple(items))
         raise SchemaError(f"{type(value).__name__} is not a JSON value")
 
@@ -1026,7 +1028,7 @@ class _Converter:
             raise SchemaError("'type' must be a type name or a non-empty list of them")
         for name in names:
             if name not in _TYPES:
-                raise SchemaError(f"unknown type {name!r}")
+                raise SchemaError(f"unknown type {_show(name)}")
         return list(dict.fromkeys(names))
 
     def _convert(self, schema: object, depth: int, head: frozenset[str]) -> str:
@@ -1095,8 +1097,8 @@ class _Converter:
     def _literal(self, value: object, depth: int) -> str:
         """Exactly the JSON value ``value`` (with free whitespace between its tokens)."""
         self._tick(depth)
+        self._prim("ws")
         if value is None or isinstance(value, bool):
-            self._prim("ws")
             return f'"{json.dumps(value)}" ws'
         if isinstance(value, str):
             self._prim("ws")
@@ -1135,8 +1137,8 @@ class _Converter:
             return _seq(_QUOTE, _pattern_expr(pattern), _QUOTE, "ws")
         if low == 0 and high is None:
             fmt = node.get("format")
-            if isinstance(fmt, str) and fmt in _FORMATS_ALL:
-                return _seq(_QUOTE, self._prim(_FORMATS_ALL[fmt]), _QUOTE, "ws")
+            if isinstance(fmt, str) and fmt in _FORMATS:
+                return _seq(_QUOTE, self._prim(_FORMATS[fmt]), _QUOTE, "ws")
             return self._prim("string")
         return _seq(_QUOTE, _repeat(self._prim("char"), low, high), _QUOTE, "ws")
 
@@ -1206,13 +1208,13 @@ class _Converter:
                 raise SchemaError("property names must be strings")
             if sub is False:
                 if name in wanted:
-                    raise SchemaError(f"required property {name!r} has the schema `false`")
+                    raise SchemaError(f"required property {_show(name)} has the schema `false`")
                 continue
             entries.append((name, sub, name in wanted))
         for name in dict.fromkeys(required):
             if name not in properties:
                 if extra is False:
-                    raise SchemaError(f"required property {name!r} is not allowed")
+                    raise SchemaError(f"required property {_show(name)} is not allowed")
                 entries.append((name, extra, True))
         self._prim("ws")
         if not entries:
@@ -1249,7 +1251,7 @@ class _Converter:
         for i in range(count - 1, 0, -1):
             step = f'"," ws {refs[i]}'
             tail = _seq(step if entries[i][2] else _repeat(step, 0, 1), tails[i + 1])
-            tails[i] = self._named(tail, f"{base}-tail") if i <= first_required else tail
+            tails[i] = self._named(tail, f"{base}-tail") if i <= first_required + 1 else tail
         alts = [_seq(refs[j], tails[j + 1]) for j in range(min(first_required + 1, count))]
         body = _alt(alts)
         if first_required == count:

@@ -30,6 +30,7 @@ import threading
 from typing import Any
 
 from corral.runner.engine import GRAMMARS, Engine, EngineConfig, LoadError, Task
+from corral.runner.schema import SchemaError, schema_to_grammar
 
 __all__ = ["RunnerServer", "serve"]
 
@@ -133,6 +134,11 @@ class RunnerServer:
             grammar = GRAMMARS.get(fmt)
             if grammar is None:
                 raise HTTPError(400, f'invalid format: "{fmt}"; expected "json"')
+        elif grammar is None and isinstance(fmt, dict):
+            try:
+                grammar = schema_to_grammar(fmt)
+            except SchemaError as exc:
+                raise HTTPError(400, f"invalid JSON schema in format: {exc}") from exc
         if grammar is not None and not isinstance(grammar, str):
             raise HTTPError(400, "grammar must be a string")
 

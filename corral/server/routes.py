@@ -482,12 +482,12 @@ def _check_format(fmt: str | dict[str, Any] | None) -> None:
     if fmt is None or fmt == "" or fmt == "json":
         return
     if isinstance(fmt, dict):
-        raise BadRequestError('JSON schema formats are not supported yet; use "json"')
+        return  # a JSON schema: the runner compiles it to a grammar (400 if it cannot)
     raise BadRequestError(f'invalid format: "{fmt}"; expected "json" or a valid JSON Schema')
 
 
-def _format_kind(fmt: str | dict[str, Any] | None) -> str | None:
-    return "json" if fmt == "json" else None
+def _format_kind(fmt: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    return fmt if fmt == "json" or isinstance(fmt, dict) else None
 
 
 def _percent_step(item: Event) -> bool:

@@ -170,3 +170,46 @@ def test_load_and_unload_with_empty_prompt(server: ServerProcess, client: ollama
     ).json()
     assert unloaded["done_reason"] == "unload"
     assert client.ps().models == []
+
+
+def test_json_format_and_schema(client: ollama.Client) -> None:
+    import json
+
+    import jsonschema
+
+    free = client.generate(
+        model="smollm2:135m",
+        prompt="Describe a cat as JSON.",
+        format="json",
+        options={"temperature": 0, "num_predict": 200},
+    )
+    if free.done_reason == "stop":
+        assert isinstance(json.loads(free.response), dict)
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 20},
+            "age": {"type": "integer", "minimum": 0, "maximum": 30},
+            "colors": {
+                "type": "array",
+                "items": {"enum": ["black", "white", "orange"]},
+                "maxItems": 3,
+            },
+        },
+        "required": ["name", "age", "colors"],
+    }
+    reply = client.chat(
+        model="smollm2:135m",
+        messages=[{"role": "user", "content": "Describe a cat."}],
+        format=schema,
+        options={"temperature": 0, "num_predict": 200},
+    )
+    assert reply.done_reason == "stop"
+    jsonschema.validate(json.loads(reply.message.content), schema)
+
+
+def test_unusable_schema_is_400(client: ollama.Client) -> None:
+    with pytest.raises(ollama.ResponseError) as info:
+        client.generate(model="smollm2:135m", prompt="x", format={"type": "no-such-type"})
+    assert info.value.status_code == 400
+    assert "schema" in info.value.error
