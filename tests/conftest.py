@@ -17,6 +17,25 @@ import httpx
 import pytest
 
 
+def processes() -> Iterator[tuple[int, Path, bytes]]:
+    """(pid, /proc/<pid>, command line) of every process still there when read."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        yield int(entry.name), entry, cmdline
+
+
+def parent_pid(proc_dir: Path) -> int:
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -42,19 +61,11 @@ class ServerProcess:
 
     def runner_pids(self) -> list[int]:
         """Runner processes started by this server (children running corral.runner)."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == self.process.pid and b"corral.runner" in cmdline:
-                pids.append(int(entry.name))
-        return pids
+        return [
+            pid
+            for pid, proc_dir, cmdline in processes()
+            if b"corral.runner" in cmdline and parent_pid(proc_dir) == self.process.pid
+        ]
 
 
 def start_server(tmp: Path, **env: str) -> ServerProcess:

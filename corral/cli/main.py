@@ -106,22 +106,32 @@ def _client(*, autostart: bool = False) -> ServerClient:
 
 
 def _pull(client: ServerClient, model: str) -> None:
+    """Ollama's pull display: a bar per blob, redrawn in place on a terminal; elsewhere one
+    line per step and one per finished blob (logs stay short)."""
+    tty = sys.stderr.isatty()
     last_status = ""
+    open_line = False
     for event in client.stream("/api/pull", {"model": model, "stream": True}):
         status = event.get("status", "")
+        if status != last_status and open_line:
+            output.err("")
+            open_line = False
         total = event.get("total")
         if total:
-            completed = event.get("completed", 0)
-            percent = int(completed * 100 / total) if total else 100
+            completed = min(event.get("completed", 0), total)
+            percent = int(completed * 100 / total)
             sizes = f"{_human_size(completed)}/{_human_size(total)}"
             line = f"{status} {percent:3d}% ▕{_bar(percent)}▏ {sizes}"
-            if sys.stderr.isatty():
+            if tty:
                 output.err_inline(line)
-            elif status != last_status:
+                open_line = True
+            elif completed >= total:
                 output.err(line)
         elif status != last_status:
             output.err(status)
         last_status = status
+    if open_line:
+        output.err("")
 
 
 def _bar(percent: int, width: int = 20) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from corral.catalog import BUNDLED, pull_bundled
 from corral.store import MEDIA_TYPE_PARAMS, Layer, Manifest, ModelStore, Name
-from tests.conftest import ServerProcess, free_port
+from tests.conftest import ServerProcess, free_port, processes
 
 pytestmark = pytest.mark.model
 
@@ -123,18 +123,16 @@ def test_commands_without_server_say_so(tmp_path: Path) -> None:
 
 
 def _pids_serving(host: str) -> list[int]:
+    wanted = f"OLLAMA_HOST={host}".encode()
     pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for pid, proc_dir, cmdline in processes():
+        if b"corral" not in cmdline or b"serve" not in cmdline:
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
+            if wanted in (proc_dir / "environ").read_bytes():
+                pids.append(pid)
         except OSError:
             continue
-        wanted = f"OLLAMA_HOST={host}".encode()
-        if b"corral" in cmdline and b"serve" in cmdline and wanted in environ:
-            pids.append(int(entry.name))
     return pids
 
 
