@@ -94,6 +94,8 @@ class LoadedModel:
     expires_at: float | None = None  # monotonic seconds; None while in use or forever
     timer: asyncio.TimerHandle | None = None
     unloading: bool = False
+    draining: bool = False  # finishing its requests so another model can take its place
+    reserved: int = 0  # requests that waited for this load and have not taken it yet
     load_duration: float = 0.0
     size_bytes: int = 0  # estimated memory of the runner with its context
 
@@ -128,6 +130,7 @@ class Scheduler:
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
         self._reserved: set[str] = set()  # loads past _make_room, not yet in _loaded
         self._pending = 0
+        self._load_waiters: dict[str, int] = {}
         self.stats = SchedulerStats()
         self._changed = asyncio.Condition()
         self._closed = False
@@ -217,6 +220,9 @@ class Scheduler:
                         )
                         await self._unload(entry, reason="runner died")
                         continue
+                    if entry.draining:  # it makes room for another model: queue behind it
+                        await self._wait_for_change()
+                        continue
                     if _compatible(entry.config, config):
                         self._use(entry, keep_alive)
                         return entry
@@ -231,8 +237,9 @@ class Scheduler:
                     continue
                 entry = await self._load_shared(spec, config, keep_alive)
                 if entry.unloading or self._loaded.get(spec.model_path) is not entry:
+                    self._unclaim(entry)
                     continue
-                self._use(entry, keep_alive)
+                self._claim(entry, keep_alive)
                 return entry
         except asyncio.CancelledError:
             raise RequestCanceledError() from None
@@ -251,13 +258,35 @@ class Scheduler:
     async def _load_shared(
         self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None
     ) -> LoadedModel:
-        task = self._loading.get(spec.model_path)
+        """Wait for the (shared) load; the entry comes back reserved for this caller, who must
+        ``_claim`` it or ``_unclaim`` it."""
+        path = spec.model_path
+        task = self._loading.get(path)
         if task is None:
             task = asyncio.create_task(self._load(spec, config, keep_alive))
-            self._loading[spec.model_path] = task
-            task.add_done_callback(lambda _t: self._loading.pop(spec.model_path, None))
-        # shield: a cancelled requester must not cancel the load others wait for
-        return await asyncio.shield(task)
+            self._loading[path] = task
+            task.add_done_callback(lambda _t: self._loading.pop(path, None))
+        self._load_waiters[path] = self._load_waiters.get(path, 0) + 1
+        try:
+            # shield: a cancelled requester must not cancel the load others wait for
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done() and not task.cancelled() and task.exception() is None:
+                self._unclaim(task.result())
+            raise
+        finally:
+            self._load_waiters[path] -= 1
+            if not self._load_waiters[path]:
+                del self._load_waiters[path]
+
+    def _claim(self, entry: LoadedModel, keep_alive: float | None) -> None:
+        entry.reserved = max(entry.reserved - 1, 0)
+        self._use(entry, keep_alive)
+
+    def _unclaim(self, entry: LoadedModel) -> None:
+        entry.reserved = max(entry.reserved - 1, 0)
+        if entry.reserved == 0 and entry.refcount == 0 and entry.timer is None:
+            self._schedule_expiry(entry)
 
     async def _load(
         self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None
@@ -304,6 +333,9 @@ class Scheduler:
             await runner.stop()
             raise RequestCanceledError("server is shutting down")
         self._loaded[spec.model_path] = entry
+        # Reserved for the requests waiting on this load, so that no other load evicts it
+        # in the moment before they resume and take it.
+        entry.reserved = self._load_waiters.get(spec.model_path, 0)
         logger.info("loaded model %s in %.2fs (pid %d)", spec.name, entry.load_duration, runner.pid)
         return entry
 
@@ -317,35 +349,66 @@ class Scheduler:
     async def _make_room(self, spec: ModelSpec, config: RunnerConfig) -> int:
         """Evict until the model fits (count and memory); return its estimated size."""
         need = self._estimate(config)
-        while True:
-            # Loads still waiting here do not count, or two would wait for each other forever.
-            count_ok = len(self._loaded) + len(self._reserved) < self._max_loaded
-            free = self._free_bytes()
-            if count_ok and need <= free:
-                return need
-            victim = self._pick_victim()
-            if victim is not None:
-                cause = (
-                    f"max loaded models {self._max_loaded}"
-                    if not count_ok
-                    else f"needs {_gib(need)}, {_gib(free)} free"
-                )
-                logger.info("evicting %s to load %s (%s)", victim.spec.name, spec.name, cause)
-                await self._unload(victim, reason=f"evicted for {spec.name}")
-                continue
-            if not self._loaded and not self._reserved:
-                raise InsufficientMemoryError(
-                    f"model requires more system memory ({_gib(need)}) than is available"
-                    f" ({_gib(free)})"
-                )
-            await self._wait_for_change()
+        drained: list[LoadedModel] = []
+        try:
+            while True:
+                # Loads still waiting here do not count, or two would wait for each other.
+                count_ok = len(self._loaded) + len(self._reserved) < self._max_loaded
+                free = self._free_bytes()
+                if count_ok and need <= free:
+                    return need
+                if not await self._evict_one(spec, need, free, count_ok, drained):
+                    await self._wait_for_change()
+        finally:
+            for entry in drained:
+                entry.draining = False
+
+    async def _evict_one(
+        self,
+        spec: ModelSpec,
+        need: int,
+        free: int,
+        count_ok: bool,
+        drained: list[LoadedModel],
+    ) -> bool:
+        """Unload an idle runner (True), or mark a busy one to drain and wait (False).
+
+        A draining runner takes no new requests, so a burst for a loaded model cannot
+        starve a request for another model that waits for its place (Ollama's loop can).
+        """
+        victim = self._pick_victim()
+        if victim is not None:
+            cause = (
+                f"max loaded models {self._max_loaded}"
+                if not count_ok
+                else f"needs {_gib(need)}, {_gib(free)} free"
+            )
+            logger.info("evicting %s to load %s (%s)", victim.spec.name, spec.name, cause)
+            await self._unload(victim, reason=f"evicted for {spec.name}")
+            return True
+        if not self._loaded and not self._reserved:
+            raise InsufficientMemoryError(
+                f"model requires more system memory ({_gib(need)}) than is available ({_gib(free)})"
+            )
+        busy = [e for e in self._loaded.values() if not e.unloading and not e.draining]
+        if busy and not any(e.draining for e in self._loaded.values()):
+            chosen = min(busy, key=lambda e: (e.keep_alive, e.key))
+            chosen.draining = True
+            drained.append(chosen)
+            logger.info(
+                "waiting for %s to finish its requests to load %s", chosen.spec.name, spec.name
+            )
+        return False
 
     def _pick_victim(self) -> LoadedModel | None:
-        # A runner whose load task is still registered has not reached its requesters yet.
+        # A runner still reserved for the requests that waited on its load is not idle.
         idle = [
             e
             for e in self._loaded.values()
-            if e.refcount == 0 and not e.unloading and e.key not in self._loading
+            if e.refcount == 0
+            and e.reserved == 0
+            and not e.unloading
+            and e.key not in self._loading
         ]
         if not idle:
             return None
@@ -385,7 +448,7 @@ class Scheduler:
 
     async def _unload_if_idle(self, entry: LoadedModel) -> None:
         # Checked again here: a request may have taken the runner before this task ran.
-        if entry.refcount == 0 and not entry.unloading:
+        if entry.refcount == 0 and entry.reserved == 0 and not entry.unloading:
             await self._unload(entry, reason="expired")
 
     async def _unload(self, entry: LoadedModel, *, reason: str) -> None:

@@ -633,3 +633,26 @@ async def test_memory_pressure_waits_for_a_busy_model(harness: Harness) -> None:
     await wait_until(lambda: second.got, "b to load once a is released")
     assert harness.factory.runners_for(A)[0].stops == 1
     await second.release()
+
+
+# ---- fairness ----------------------------------------------------------------------------
+
+
+async def test_burst_for_a_loaded_model_does_not_starve_another(harness: Harness) -> None:
+    scheduler = harness.scheduler(max_loaded=1)
+    first = harness.hold(scheduler, A)
+    await wait_until(lambda: first.got, "a to load")
+    waiting_b = harness.hold(scheduler, B)
+    await settle()
+    assert not waiting_b.got
+    burst = [harness.hold(scheduler, A) for _ in range(5)]
+    await settle()
+    assert not any(h.got for h in burst), "new requests for a draining model must queue"
+    await first.release()
+    await wait_until(lambda: waiting_b.got, "b to get its turn")
+    assert harness.factory.runners_for(A)[0].stops == 1
+    await waiting_b.release()
+    await wait_until(lambda: all(h.got for h in burst), "the burst to be served after b")
+    for holder in burst:
+        await holder.release()
+    assert len(harness.factory.runners_for(A)) == 2
