@@ -263,6 +263,9 @@ class LlamaCppPython(Server):
             str(CTX),
             "--verbose",
             "False",
+            # by default a new request cuts off the one streaming: queue them instead
+            "--interrupt_requests",
+            "False",
         ]
         return argv, {}
 
