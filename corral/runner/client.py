@@ -20,7 +20,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,7 +235,7 @@ class RunnerClient:
                 async with asyncio.timeout(1.0):
                     await asyncio.shield(self._stderr_task)
 
-    async def completion(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def completion(self, payload: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """Stream the runner's NDJSON events; closing the iterator cancels the generation."""
         assert self._http is not None
         try:

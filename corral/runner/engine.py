@@ -478,7 +478,8 @@ class Engine:
 
     def _shift(self, slot: _Slot) -> bool:
         """Make room in a full slot: drop half of what follows ``num_keep``."""
-        if not self._can_shift or int(slot.task.options.get("num_predict", -1)) == -2:  # type: ignore[union-attr]
+        assert slot.task is not None
+        if not self._can_shift or int(slot.task.options.get("num_predict", -1)) == -2:
             return False
         keep = min(slot.num_keep + (1 if self.add_bos else 0), slot.n_past)
         discard = (slot.n_past - keep) // 2

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -40,6 +40,7 @@ from corral.errors import (
     ModelNotFoundError,
     NotFoundError,
 )
+from corral.runner.client import RunnerClient
 from corral.scheduler import LoadedModel, Scheduler
 from corral.server.metrics import Metrics
 from corral.server.models import ModelCatalog, ResolvedModel, parse_name
@@ -272,7 +273,7 @@ class Api:
         route = "generate"
         async with self.scheduler.acquire(model.spec(), prepared.options, req.keep_alive) as ref:
             loaded_at = time.perf_counter()
-            runner = ref.runner
+            runner = _inference(ref)
             if req.raw:
                 prompt = req.prompt
             else:
@@ -282,7 +283,7 @@ class Api:
                 messages.append(Message(role="user", content=req.prompt).to_template())
                 prompt = _render_generate(template, messages, req.prompt, system, req.suffix)
             if req.context:
-                prompt = await runner.detokenize(req.context) + prompt  # type: ignore[attr-defined]
+                prompt = await runner.detokenize(req.context) + prompt
             payload = {
                 "prompt": prompt,
                 "options": prepared.options.sampling(),
@@ -346,11 +347,11 @@ class Api:
         route = "chat"
         async with self.scheduler.acquire(model.spec(), prepared.options, req.keep_alive) as ref:
             loaded_at = time.perf_counter()
-            runner = ref.runner
+            runner = _inference(ref)
             num_ctx = ref.config.num_ctx
 
             async def count(text: str) -> int:
-                return len(await runner.tokenize(text, add_special=True))  # type: ignore[attr-defined]
+                return len(await runner.tokenize(text, add_special=True))
 
             prompt = await fit_chat_prompt(model.template, messages, req.tools, num_ctx, count)
             payload = {
@@ -408,8 +409,14 @@ class Api:
         return JSONResponse(body)
 
 
+def _inference(ref: LoadedModel) -> RunnerClient:
+    """The scheduler hands out runners by the narrow protocol it needs; the routes need the
+    runner's inference calls, which every runner the server starts has."""
+    return cast(RunnerClient, ref.runner)
+
+
 async def _stream_runner(ref: LoadedModel, payload: dict[str, Any]) -> AsyncGenerator[Event, None]:
-    stream = ref.runner.completion(payload)  # type: ignore[attr-defined]
+    stream = _inference(ref).completion(payload)
     try:
         async for event in stream:
             yield event
@@ -424,17 +431,15 @@ def _render_generate(
     system: str,
     suffix: str,
 ) -> str:
-    if template.go is not None and not template.go.references("Messages"):
+    if suffix and template.go is not None:  # fill-in-the-middle templates read .Suffix
         data = {
             "System": system,
             "Prompt": prompt,
             "Suffix": suffix,
             "Response": "",
-            "Messages": [],
+            "Messages": messages,
         }
-        if suffix:
-            return template.go.render(data)
-        return template.render(messages)
+        return template.go.render(data)
     return template.render(messages)
 
 
