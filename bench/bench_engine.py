@@ -283,11 +283,14 @@ class LlamaCppPython(Server):
         return self.url + "/v1/completions", body, extract
 
     async def prompt_rate(self, prompt: str) -> float:
-        start = time.perf_counter()
-        result = await self.stream(prompt, 1)
-        del start
-        n_prompt = len(prompt.split()) * 1.3  # no server-side count: an estimate
-        return n_prompt / result.ttft
+        # No server-side timing: the whole request with one output token, and the prompt
+        # token count the server reports.
+        body = {"prompt": prompt, "max_tokens": 1, "temperature": 0}
+        async with httpx.AsyncClient(timeout=600) as client:
+            start = time.perf_counter()
+            data = (await client.post(self.url + "/v1/completions", json=body)).json()
+            elapsed = time.perf_counter() - start
+        return float(data["usage"]["prompt_tokens"] / elapsed)
 
 
 def chat(text: str) -> str:

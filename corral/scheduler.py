@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from corral import estimate
@@ -170,6 +172,8 @@ class Scheduler:
             flash_attention=self.settings.flash_attention,
             kv_cache_type=self.settings.kv_cache_type,
             verbose=self.settings.debug > 0,
+            # CPU runners take turns per decode step (see runner.engine._FileTurn)
+            cpu_lock_path=str(Path(tempfile.gettempdir()) / "corral-cpu.lock"),
         )
 
     @property
