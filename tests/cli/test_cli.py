@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -159,3 +160,39 @@ def test_run_starts_a_background_server(tmp_path: Path) -> None:
         deadline = time.monotonic() + 20
         while _pids_serving(host) and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+def test_run_without_prompt_chats_on_a_terminal(server: ServerProcess, greedy: str) -> None:
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI on a pseudo-terminal
+        os.execve(sys.executable, [sys.executable, "-m", "corral", "run", greedy], server.env())
+
+    def read_until(marker: str, seconds: float = 60) -> str:
+        seen = ""
+        deadline = time.monotonic() + seconds
+        while marker not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    seen += os.read(fd, 4096).decode(errors="replace")
+                except OSError:
+                    break
+        return seen
+
+    try:
+        assert ">>> " in read_until(">>> ")
+        os.write(fd, b"What is the capital of France?\n")
+        answer = read_until(">>> ")
+        assert "Paris" in answer
+        os.write(fd, b"/bye\n")
+        read_until("\n", 5)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
