@@ -85,6 +85,12 @@ class Task:
     return_tokens: bool = False
     cancelled: bool = False
     submitted_at: float = field(default_factory=time.perf_counter)
+    #: called (from the engine thread) once the engine will never touch the task again
+    on_finished: Callable[[], None] | None = None
+
+    def finished(self) -> None:
+        if self.on_finished is not None:
+            self.on_finished()
 
 
 @dataclass(slots=True)
@@ -290,6 +296,9 @@ class Engine:
             self._waiting.append(item)
 
     def _assign_waiting(self) -> None:
+        for task in self._waiting:
+            if task.cancelled:
+                task.finished()
         self._waiting = [t for t in self._waiting if not t.cancelled]
         while self._waiting:
             free = [s for s in self._slots if not s.busy]
@@ -525,6 +534,8 @@ class Engine:
 
     def _release(self, slot: _Slot) -> None:
         # The sampled-but-not-decoded token is not in the cache: cached stays consistent.
+        if slot.task is not None:
+            slot.task.finished()
         slot.task = None
         slot.pending_token = None
         slot.last_used = time.monotonic()
