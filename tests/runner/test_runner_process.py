@@ -68,7 +68,7 @@ async def test_disconnect_frees_the_slot(runner: RunnerClient) -> None:
     deadline = time.monotonic() + 15
     busy = await _busy(runner)
     while busy and time.monotonic() < deadline:  # polling another process: no event to await
-        await asyncio.sleep(0.05)  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
         busy = await _busy(runner)
     assert busy == 0
     done = [e async for e in runner.completion({"prompt": "Hi", "options": {"num_predict": 2}})]
