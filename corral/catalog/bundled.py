@@ -21,20 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from corral.errors import BadRequestError, CatalogError
-from corral.gguf import format_parameter_count, read_gguf
 from corral.store import (
-    MEDIA_TYPE_CONFIG,
     MEDIA_TYPE_LICENSE,
     MEDIA_TYPE_MODEL,
     MEDIA_TYPE_PARAMS,
     MEDIA_TYPE_TEMPLATE,
     Layer,
     Manifest,
-    ModelConfig,
     ModelStore,
     Name,
-    RootFS,
 )
+from corral.store.layers import config_layer
 from corral.store.manifest import go_json
 
 __all__ = ["BUNDLED", "BundledModel", "find_bundled", "pull_bundled"]
@@ -200,19 +197,7 @@ def _small_layers(store: ModelStore, model: BundledModel) -> list[Layer]:
 
 
 def _config_blob(store: ModelStore, layers: list[Layer]) -> Layer:
-    path = store.blob_path(layers[0].digest)
-    gguf = read_gguf(path)
-    architecture = gguf.architecture
-    config = ModelConfig(
-        model_format="gguf",
-        model_family=architecture,
-        model_families=(architecture,),
-        model_type=format_parameter_count(gguf.parameter_count),
-        file_type=gguf.file_type,
-        rootfs=RootFS(type="layers", diff_ids=tuple(layer.digest for layer in layers)),
-    )
-    info = store.write_blob_bytes(config.to_json())
-    return Layer(MEDIA_TYPE_CONFIG, info.digest, info.size)
+    return config_layer(store, layers[0], layers)
 
 
 def describe() -> list[dict[str, Any]]:

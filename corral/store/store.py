@@ -60,7 +60,14 @@ from corral.store.digest import (
 from corral.store.manifest import MAX_MANIFEST_BYTES, Manifest
 from corral.store.names import Name
 
-__all__ = ["PRUNE_GRACE_SECONDS", "TEMP_PREFIX", "BlobInfo", "ModelEntry", "ModelStore"]
+__all__ = [
+    "PRUNE_GRACE_SECONDS",
+    "TEMP_PREFIX",
+    "BlobInfo",
+    "BlobWriter",
+    "ModelEntry",
+    "ModelStore",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +206,40 @@ class ModelStore:
     def write_blob_bytes(self, data: bytes, expected_digest: str | None = None) -> BlobInfo:
         """Store ``data`` as a blob; see :meth:`write_blob`."""
         return self.write_blob([data], expected_digest)
+
+    def open_blob_writer(self) -> BlobWriter:
+        """A writer for a blob whose bytes arrive piece by piece (an upload, a conversion).
+
+        Use as a context manager: leaving the block without :meth:`BlobWriter.commit`
+        removes the temp file, so a failed upload leaves nothing behind.
+        """
+        return BlobWriter(self)
+
+    def partial_path(self, digest: str) -> Path:
+        """``blobs/sha256-<hex>-partial``: where a download of ``digest`` accumulates.
+
+        Not a blob name, so nothing reads it as a blob; :meth:`prune` removes it once it is
+        older than the grace period (a download abandoned for good).
+        """
+        path = self.blobs_dir / (blob_filename(digest) + "-partial")
+        if path.parent != self.blobs_dir:
+            raise StoreError("refusing a partial path outside the store")
+        return path
+
+    def install_blob(self, path: Path, digest: str) -> None:
+        """Move the fully written file ``path`` (in ``blobs/``) into place as ``digest``.
+
+        The caller has already verified the bytes and fsynced the file.
+        """
+        final = self.blob_path(digest)
+        if path.parent != self.blobs_dir:
+            raise StoreError("refusing to install a blob from outside the store")
+        try:
+            os.chmod(path, _FILE_MODE)
+            os.replace(path, final)
+        except OSError as exc:
+            raise StoreError(f"cannot store blob {digest}: {exc}") from exc
+        _fsync_dir(self.blobs_dir)
 
     def import_file(self, path: Path, expected_digest: str | None = None) -> BlobInfo:
         """Copy the file at ``path`` into the store as a blob, hashing it on the way.
@@ -520,6 +561,83 @@ class ModelStore:
                 with contextlib.suppress(OSError):
                     directory.rmdir()
         return removed
+
+
+class BlobWriter:
+    """A blob written in pieces: ``write`` as bytes arrive, then ``commit`` (hash check,
+    fsync, rename). Synchronous; async callers batch pieces and use ``asyncio.to_thread``."""
+
+    def __init__(self, store: ModelStore) -> None:
+        self._store = store
+        self._hasher = Hasher()
+        directory = store.blobs_dir
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+        except OSError as exc:
+            raise StoreError(f"cannot create a file in {directory}: {exc}") from exc
+        self._path = Path(tmp_name)
+        self._file: BinaryIO | None = os.fdopen(fd, "wb")
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._hasher.size
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``; StoreError (disk full, ...) if the store cannot take it."""
+        if self._file is None:
+            raise StoreError("blob writer is closed")
+        self._hasher.update(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise StoreError(f"cannot write to the store: {exc}") from exc
+
+    def commit(self, expected_digest: str | None = None) -> tuple[BlobInfo, bool]:
+        """Check the digest, make the blob durable and put it in place.
+
+        Returns the blob and whether it was new. BadRequestError (Ollama's digest mismatch
+        text) if ``expected_digest`` differs; the temp file is removed either way.
+        """
+        expected = parse_digest(expected_digest) if expected_digest is not None else None
+        if self._file is None:
+            raise StoreError("blob writer is closed")
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            self.abort()
+            raise StoreError(f"cannot write to the store: {exc}") from exc
+        self._file.close()
+        self._file = None
+        actual = self._hasher.digest
+        try:
+            if expected is not None and actual != expected:
+                raise BadRequestError(f'digest mismatch, expected "{expected}", got "{actual}"')
+            if self._store.has_blob(actual):
+                os.utime(self._store.blob_path(actual))
+                return BlobInfo(actual, self._hasher.size), False
+            self._store.install_blob(self._path, actual)
+            return BlobInfo(actual, self._hasher.size), True
+        finally:
+            with contextlib.suppress(OSError):
+                self._path.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        """Drop everything written (idempotent)."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+        with contextlib.suppress(OSError):
+            self._path.unlink(missing_ok=True)
 
 
 def _read_capped(path: Path) -> bytes:

@@ -1,0 +1,50 @@
+"""Building the small layers of a model: text blobs, parameters, and the config blob.
+
+Why shared: a bundled import, ``create`` and a registry pull must produce the same blobs for
+the same content (same bytes, same digest), so there is one way to encode each layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from corral.gguf import format_parameter_count, read_gguf
+from corral.store.manifest import MEDIA_TYPE_CONFIG, Layer, ModelConfig, RootFS, go_json
+from corral.store.store import ModelStore
+
+__all__ = ["config_layer", "json_layer", "text_layer"]
+
+
+def text_layer(store: ModelStore, media_type: str, text: str) -> Layer:
+    """Store ``text`` (UTF-8) as a blob and return its layer."""
+    info = store.write_blob_bytes(text.encode("utf-8"))
+    return Layer(media_type, info.digest, info.size)
+
+
+def json_layer(
+    store: ModelStore, media_type: str, value: Mapping[str, Any] | Sequence[Any]
+) -> Layer:
+    """Store ``value`` encoded as Go's encoder does (params, messages) and return its layer."""
+    info = store.write_blob_bytes(go_json(value))
+    return Layer(media_type, info.digest, info.size)
+
+
+def config_layer(store: ModelStore, model: Layer, layers: Sequence[Layer]) -> Layer:
+    """The config blob for a model whose weights are ``model`` (a GGUF blob in ``store``).
+
+    Family, size class and file type come from the GGUF header (GGUFError if it is not one);
+    ``rootfs.diff_ids`` lists ``layers`` in manifest order.
+    """
+    gguf = read_gguf(store.blob_path(model.digest))
+    architecture = gguf.architecture
+    config = ModelConfig(
+        model_format="gguf",
+        model_family=architecture,
+        model_families=(architecture,),
+        model_type=format_parameter_count(gguf.parameter_count),
+        file_type=gguf.file_type,
+        rootfs=RootFS(type="layers", diff_ids=tuple(layer.digest for layer in layers)),
+    )
+    info = store.write_blob_bytes(config.to_json())
+    return Layer(MEDIA_TYPE_CONFIG, info.digest, info.size)
