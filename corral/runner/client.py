@@ -14,6 +14,7 @@ stdin pipe closes, so even a ``kill -9`` of the server leaves no orphan.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import json
@@ -26,10 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import numpy as np
 
 from corral.errors import BadRequestError, RunnerError
 
-__all__ = ["RunnerClient", "RunnerConfig"]
+__all__ = ["RunnerClient", "RunnerConfig", "RunnerEmbeddings"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,15 @@ class RunnerConfig:
         if self.cpu_lock_path:
             args += ["--cpu-lock", self.cpu_lock_path]
         return args
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerEmbeddings:
+    """What ``RunnerClient.embed`` returns: float32 rows in input order, as pooled."""
+
+    vectors: np.ndarray[Any, Any]
+    prompt_eval_count: int
+    duration_ns: int
 
 
 class RunnerClient:
@@ -286,6 +297,36 @@ class RunnerClient:
     async def detokenize(self, tokens: Sequence[int]) -> str:
         data = await self._post("/detokenize", {"tokens": list(tokens)})
         return str(data.get("content", ""))
+
+    async def embed(self, texts: Sequence[str], *, truncate: bool = True) -> RunnerEmbeddings:
+        """Pooled, unnormalised vectors of ``texts``, batched in the runner.
+
+        ``BadRequestError`` when an input is too long and ``truncate`` is false (Ollama's
+        message), ``RunnerError`` when the runner fails or dies.
+        """
+        assert self._http is not None
+        payload = {"content": list(texts), "truncate": truncate}
+        try:
+            response = await self._http.post("/embed", json=payload, timeout=None)
+        except httpx.HTTPError as exc:
+            raise await self._died(exc) from exc
+        if response.status_code != 200:
+            text = _error_text(response.content) or f"runner answered {response.status_code}"
+            if response.status_code == 400:
+                raise BadRequestError(text)
+            raise RunnerError(text)
+        try:
+            data = response.json()
+            dim = int(data["dim"])
+            raw = base64.b64decode(data["embeddings_b64"])
+            vectors = np.frombuffer(raw, dtype="<f4").reshape(int(data["count"]), dim)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RunnerError(f"runner sent a malformed embedding answer: {exc}") from exc
+        return RunnerEmbeddings(
+            vectors=vectors,
+            prompt_eval_count=int(data.get("prompt_eval_count", 0)),
+            duration_ns=int(data.get("duration", 0)),
+        )
 
     async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         assert self._http is not None

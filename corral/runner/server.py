@@ -10,6 +10,8 @@ Routes (JSON in, JSON or NDJSON out; every response closes its connection):
                     → NDJSON: {"content"} ... {"done": true, "done_reason", stats...}
   POST /tokenize    {"content", "add_special"?} → {"tokens": [...]}
   POST /detokenize  {"tokens": [...]} → {"content": "..."}
+  POST /embed       {"content": [str, ...], "truncate"?} → {"embeddings_b64", "dim",
+                    "prompt_eval_count", "duration"}: pooled float32 rows, base64, in order
 
 The parent may die without stopping us (``kill -9``): we watch stdin, which is a pipe from
 the parent, and exit when it reaches EOF, so no runner is ever orphaned.
@@ -21,6 +23,7 @@ load) and its only client is our own ``RunnerClient``; the protocol is deliberat
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -31,6 +34,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from corral.runner.embed import Embedder, InputTooLongError
 from corral.runner.engine import GRAMMARS, Engine, EngineConfig, LoadError, Task
 from corral.runner.schema import SchemaError, schema_to_grammar
 
@@ -61,6 +65,7 @@ class RunnerServer:
         self.engine = engine
         self.status = "loading"
         self.error: str | None = None
+        self.embedder = Embedder(engine)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -106,6 +111,8 @@ class RunnerServer:
         elif path == "/detokenize":
             tokens = _token_list(payload.get("tokens"), self.engine.n_vocab)
             await _send_json(writer, 200, {"content": self.engine.detokenize(tokens)})
+        elif path == "/embed":
+            await _send_json(writer, 200, await self._embed(payload))
         else:
             raise HTTPError(404, "not found")
 
@@ -185,6 +192,28 @@ class RunnerServer:
             disconnect.cancel()
             waiter.cancel()
             stream.close()
+
+    async def _embed(self, payload: dict[str, Any]) -> dict[str, Any]:
+        texts = payload.get("content")
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise HTTPError(400, "content must be a list of strings")
+        truncate = payload.get("truncate", True)
+        if not isinstance(truncate, bool):
+            raise HTTPError(400, "truncate must be a boolean")
+        try:
+            output = await asyncio.to_thread(self.embedder.embed, texts, truncate=truncate)
+        except InputTooLongError as exc:
+            raise HTTPError(400, str(exc)) from exc
+        except (RuntimeError, LoadError) as exc:
+            raise HTTPError(500, str(exc)) from exc
+        vectors = output.vectors.astype("<f4", copy=False)
+        return {
+            "embeddings_b64": base64.b64encode(vectors.tobytes()).decode("ascii"),
+            "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
+            "count": len(texts),
+            "prompt_eval_count": output.prompt_eval_count,
+            "duration": int(output.duration_s * 1e9),
+        }
 
     def _prompt_tokens(self, payload: dict[str, Any]) -> list[int]:
         if "tokens" in payload:
@@ -326,4 +355,5 @@ async def serve(config: EngineConfig, *, host: str = "127.0.0.1", port: int = 0)
     async with http:
         await parent_gone.wait()
     engine.stop()
+    server.embedder.close()
     return 0

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from corral.config import Settings
 from corral.errors import CorralError
 from corral.scheduler import Scheduler
+from corral.server import embed as embed_routes
 from corral.server.middleware import GuardMiddleware, default_origins
 from corral.server.routes import Api
 from corral.store import ModelStore
@@ -71,6 +72,8 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler) -> S
         Route("/api/copy", api.copy, methods=["POST"]),
         Route("/api/generate", api.generate, methods=["POST"]),
         Route("/api/chat", api.chat, methods=["POST"]),
+        Route("/api/embed", embed_routes.embed, methods=["POST"]),
+        Route("/api/embeddings", embed_routes.embeddings, methods=["POST"]),
         Route("/metrics", api.metrics.endpoint, methods=["GET"]),
     ]
     app = Starlette(

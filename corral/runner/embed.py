@@ -1,0 +1,237 @@
+"""Embeddings in the runner process: a second llama.cpp context on the engine's model.
+
+Why a second context: the chat engine's context is built for generation (logits, one KV
+buffer per slot); embeddings want pooled hidden states instead. The model's weights are
+shared, so the extra cost is this context's buffers, created on the first request only.
+
+Pooling: the model's own (``bert.pooling_type`` in a converted sentence-transformers model);
+a causal chat model has none, so it gets mean pooling over the last hidden states, as
+Ollama gives. Vectors come back as llama.cpp pools them, not normalised: the server decides
+(``/api/embed`` normalises, ``/api/embeddings`` does not).
+
+Batching: inputs are packed into as few ``llama_decode`` calls as fit, one sequence id per
+input, up to ``batch_tokens`` tokens and ``max_sequences`` inputs per call (an encoder sees
+every sequence of a call at once, masked per sequence). A single input may be as long as
+the context. Each call takes the same per-step CPU turn as the chat engine's decode steps,
+so an embedding batch and a chat stream on two runners do not oversubscribe the cores.
+
+Thread safety: ``embed`` is blocking and serialised by a lock; the server calls it from a
+worker thread while the engine thread keeps decoding its own context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import llama_cpp as llama
+import numpy as np
+
+from corral.runner.engine import Engine, LoadError, _default_threads, _FileTurn
+
+__all__ = ["EmbedOutput", "Embedder", "InputTooLongError"]
+
+logger = logging.getLogger(__name__)
+
+#: tokens per decode call: larger calls make larger matrix products, but an encoder's
+#: attention spans the whole call (masked), so its cost grows with the square of this
+DEFAULT_BATCH_TOKENS = 1024
+DEFAULT_MAX_SEQUENCES = 64
+
+
+class InputTooLongError(ValueError):
+    """An input is longer than the context and truncation was not allowed."""
+
+    def __init__(self) -> None:
+        super().__init__("the input length exceeds the context length")
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedOutput:
+    vectors: np.ndarray[Any, Any]  # float32, one row per input, as pooled (not normalised)
+    prompt_eval_count: int
+    duration_s: float
+
+
+class Embedder:
+    """Owns the embedding context of one runner; created lazily by the first ``embed``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        max_sequences: int = DEFAULT_MAX_SEQUENCES,
+    ) -> None:
+        self.engine = engine
+        self.batch_tokens = batch_tokens
+        self.max_sequences = max(1, min(max_sequences, int(llama.llama_max_parallel_sequences())))
+        self._lock = threading.Lock()
+        self._ctx: Any = None
+        self._batch: Any = None
+        self._capacity = 0
+        self.n_embd = 0
+        cpu_lock = engine.config.cpu_lock_path
+        self._cpu_turn: contextlib.AbstractContextManager[object] = (
+            _FileTurn(cpu_lock) if cpu_lock else contextlib.nullcontext()
+        )
+
+    @property
+    def max_input_tokens(self) -> int:
+        """The longest input, in tokens: the runner's context, within the model's."""
+        limit = self.engine.config.n_ctx_per_slot
+        if self.engine.n_ctx_train:
+            limit = min(limit, self.engine.n_ctx_train)
+        return max(limit, 1)
+
+    # ---- public ----------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, truncate: bool) -> list[int]:
+        """The tokens of one input, cut to the context (keeping the closing SEP/EOS)."""
+        tokens = self.engine.tokenize(text, add_special=True, parse_special=False)
+        if not tokens:
+            tokens = [self._filler_token()]
+        limit = self.max_input_tokens
+        if len(tokens) <= limit:
+            return tokens
+        if not truncate:
+            raise InputTooLongError()
+        closing = tokens[-1] if tokens[-1] in self._closing_tokens() else None
+        cut = tokens[:limit]
+        if closing is not None:
+            cut[-1] = closing
+        return cut
+
+    def embed(self, texts: list[str], *, truncate: bool = True) -> EmbedOutput:
+        """Pooled vectors of ``texts``, in order. ``InputTooLongError``, ``RuntimeError``."""
+        started = time.perf_counter()
+        sequences = [self.tokenize(text, truncate=truncate) for text in texts]
+        with self._lock:
+            self._ensure_context()
+            vectors = np.zeros((len(sequences), self.n_embd), dtype=np.float32)
+            for group in self._groups(sequences):
+                self._decode_group(group, sequences, vectors)
+        return EmbedOutput(
+            vectors=vectors,
+            prompt_eval_count=sum(len(s) for s in sequences),
+            duration_s=time.perf_counter() - started,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._batch is not None:
+                llama.llama_batch_free(self._batch)
+                self._batch = None
+            if self._ctx is not None:
+                llama.llama_free(self._ctx)
+                self._ctx = None
+
+    # ---- internals ---------------------------------------------------------------------
+
+    def _vocab(self) -> Any:
+        return self.engine._vocab
+
+    def _filler_token(self) -> int:
+        vocab = self._vocab()
+        for token in (llama.llama_vocab_bos(vocab), llama.llama_vocab_eos(vocab)):
+            if token >= 0:
+                return int(token)
+        return 0
+
+    def _closing_tokens(self) -> set[int]:
+        vocab = self._vocab()
+        closing = set()
+        if llama.llama_vocab_get_add_sep(vocab):
+            closing.add(int(llama.llama_vocab_sep(vocab)))
+        if llama.llama_vocab_get_add_eos(vocab):
+            closing.add(int(llama.llama_vocab_eos(vocab)))
+        return {t for t in closing if t >= 0}
+
+    def _ensure_context(self) -> None:
+        if self._ctx is not None:
+            return
+        model = self.engine._model
+        self._capacity = max(self.batch_tokens, self.max_input_tokens)
+        ctx = self._new_context(model, llama.LLAMA_POOLING_TYPE_UNSPECIFIED)
+        if llama.llama_pooling_type(ctx) == llama.LLAMA_POOLING_TYPE_NONE:
+            # a causal model has no pooling of its own: mean over the last hidden states
+            llama.llama_free(ctx)
+            ctx = self._new_context(model, llama.LLAMA_POOLING_TYPE_MEAN)
+        self._ctx = ctx
+        self.n_embd = int(llama.llama_model_n_embd(model))
+        self._batch = llama.llama_batch_init(self._capacity, 0, 1)
+        logger.info(
+            "embedding context: %d tokens, %d sequences, pooling %d",
+            self._capacity,
+            self.max_sequences,
+            llama.llama_pooling_type(ctx),
+        )
+
+    def _new_context(self, model: Any, pooling: int) -> Any:
+        cfg = self.engine.config
+        params = llama.llama_context_default_params()
+        params.n_ctx = self._capacity
+        params.n_batch = self._capacity
+        params.n_ubatch = self._capacity  # an encoder needs each input whole in one ubatch
+        params.n_seq_max = self.max_sequences
+        threads = cfg.n_threads or _default_threads()
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.embeddings = True
+        params.pooling_type = pooling
+        params.kv_unified = True  # any one sequence may use the whole context
+        params.flash_attn_type = llama.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.no_perf = True
+        ctx = llama.llama_init_from_model(model, params)
+        if not ctx:
+            raise LoadError("failed to create the embedding context (out of memory?)")
+        return ctx
+
+    def _groups(self, sequences: list[list[int]]) -> list[list[int]]:
+        """Indices of ``sequences`` packed into decode calls, in order."""
+        groups: list[list[int]] = []
+        current: list[int] = []
+        used = 0
+        for index, tokens in enumerate(sequences):
+            full = used + len(tokens) > self._capacity or len(current) >= self.max_sequences
+            if current and full:
+                groups.append(current)
+                current, used = [], 0
+            current.append(index)
+            used += len(tokens)
+        if current:
+            groups.append(current)
+        return groups
+
+    def _decode_group(
+        self, group: list[int], sequences: list[list[int]], vectors: np.ndarray[Any, Any]
+    ) -> None:
+        batch = self._batch
+        n = 0
+        for seq_id, index in enumerate(group):
+            for pos, token in enumerate(sequences[index]):
+                batch.token[n] = token
+                batch.pos[n] = pos
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = seq_id
+                batch.logits[n] = True
+                n += 1
+        batch.n_tokens = n
+        memory = llama.llama_get_memory(self._ctx)
+        with self._cpu_turn:
+            status = llama.llama_decode(self._ctx, batch)
+        try:
+            if status != 0:
+                raise RuntimeError(f"llama_decode failed with status {status} while embedding")
+            for seq_id, index in enumerate(group):
+                pointer = llama.llama_get_embeddings_seq(self._ctx, seq_id)
+                if not pointer:
+                    raise RuntimeError("the model returned no pooled embedding")
+                vectors[index] = np.ctypeslib.as_array(pointer, shape=(self.n_embd,))
+        finally:
+            if memory:
+                llama.llama_memory_clear(memory, True)
