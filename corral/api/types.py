@@ -128,6 +128,7 @@ class ChatRequest(_KeepAlive):
     model: str = ""
     messages: list[Message] = Field(default_factory=list)
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None  # beyond Ollama: auto, none, required, a name
     stream: bool = True
     format: str | dict[str, Any] | None = None
     options: dict[str, Any] | None = None

@@ -266,6 +266,8 @@ class RunnerClient:
                         continue
                     event = json.loads(line)
                     if "error" in event:
+                        if event.get("status") == 400:
+                            raise BadRequestError(str(event["error"]))
                         raise RunnerError(str(event["error"]))
                     yield event
                     if event.get("done"):
@@ -298,14 +300,18 @@ class RunnerClient:
         data = await self._post("/detokenize", {"tokens": list(tokens)})
         return str(data.get("content", ""))
 
-    async def embed(self, texts: Sequence[str], *, truncate: bool = True) -> RunnerEmbeddings:
+    async def embed(
+        self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int | None = None
+    ) -> RunnerEmbeddings:
         """Pooled, unnormalised vectors of ``texts``, batched in the runner.
 
         ``BadRequestError`` when an input is too long and ``truncate`` is false (Ollama's
         message), ``RunnerError`` when the runner fails or dies.
         """
         assert self._http is not None
-        payload = {"content": list(texts), "truncate": truncate}
+        payload: dict[str, Any] = {"content": list(texts), "truncate": truncate}
+        if num_ctx is not None:
+            payload["num_ctx"] = num_ctx  # inputs longer than this are cut (or refused)
         try:
             response = await self._http.post("/embed", json=payload, timeout=None)
         except httpx.HTTPError as exc:

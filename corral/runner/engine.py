@@ -306,7 +306,15 @@ class Engine:
                 return
             task = self._waiting.pop(0)
             slot = self._pick_slot(free, task.tokens)
-            self._begin(slot, task)
+            try:
+                self._begin(slot, task)
+            except Exception as exc:  # this request's options, not the engine: fail it alone
+                logger.warning("request refused: %s", exc)
+                slot.task = None
+                task.emit(
+                    {"error": str(exc), "status": 400 if isinstance(exc, ValueError) else 500}
+                )
+                task.finished()
 
     @staticmethod
     def _pick_slot(free: list[_Slot], tokens: list[int]) -> _Slot:
@@ -329,6 +337,7 @@ class Engine:
         prompt = _truncate_prompt(task.tokens, n_ctx, num_keep)
         if not prompt:
             prompt = [llama.llama_vocab_bos(self._vocab)]
+        sampler = self._make_sampler(opts, task.grammar, prompt)  # may refuse the options
         reuse = _common_prefix(slot.cached, prompt)
         if reuse >= len(prompt):
             reuse = len(prompt) - 1  # the last prompt token must be evaluated for its logits
@@ -352,7 +361,7 @@ class Engine:
         slot.t_start = time.perf_counter()
         slot.t_first = 0.0
         _free_sampler(slot)
-        slot.sampler = self._make_sampler(opts, task.grammar, prompt)
+        slot.sampler = sampler
 
     def _make_sampler(self, opts: dict[str, Any], grammar: str | None, prompt: list[int]) -> Any:
         params = llama.llama_sampler_chain_default_params()
@@ -366,7 +375,7 @@ class Engine:
             last_n = self.config.n_ctx_per_slot
         if last_n and (repeat_penalty != 1.0 or presence != 0.0 or frequency != 0.0):
             penalties = llama.llama_sampler_init_penalties(
-                last_n, repeat_penalty, frequency, presence
+                self.n_vocab, last_n, repeat_penalty, frequency, presence
             )
             for token in prompt[-last_n:]:
                 llama.llama_sampler_accept(penalties, token)

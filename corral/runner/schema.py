@@ -79,11 +79,19 @@ class SchemaError(ValueError):
     """The JSON schema cannot be turned into a grammar; the message says why."""
 
 
-def schema_to_grammar(schema: dict[str, Any]) -> str:
-    """GBNF text with a ``root`` rule for JSON documents that validate against ``schema``."""
+def schema_to_grammar(schema: dict[str, Any], *, prefix: str = "", suffix: str = "") -> str:
+    """GBNF text with a ``root`` rule for JSON documents that validate against ``schema``,
+    between the literal texts ``prefix`` and ``suffix`` (a tool call's tags) when given."""
     if not isinstance(schema, dict):
         raise SchemaError(f"a JSON schema must be an object, not {type(schema).__name__}")
-    return _Converter(schema).run()
+    if not prefix and not suffix:
+        return _Converter(schema).run()
+    text = _Converter(schema, root_name="doc").run()
+    parts = [_gbnf_literal(prefix)] if prefix else []
+    parts.append("doc")
+    if suffix:
+        parts.append(_gbnf_literal(suffix))
+    return f"root ::= {' '.join(parts)}\n{text}"
 
 
 # ---- GBNF text --------------------------------------------------------------------------------
@@ -820,18 +828,19 @@ def _rule_base(text: str) -> str:
 
 
 class _Converter:
-    def __init__(self, root: dict[str, Any]) -> None:
+    def __init__(self, root: dict[str, Any], *, root_name: str = "root") -> None:
         self._root = root
+        self._root_name = root_name
         self._rules: dict[str, str] = {}
-        self._taken: set[str] = {"root", *_PRIMITIVES}
-        self._refs: dict[str, str] = {"[]": "root"}
+        self._taken: set[str] = {"root", root_name, *_PRIMITIVES}
+        self._refs: dict[str, str] = {"[]": root_name}
         self._steps = 0
 
     # -- bookkeeping --
 
     def run(self) -> str:
         body = self._convert(self._root, 0, frozenset({"[]"}))
-        lines = [f"root ::= {body}"]
+        lines = [f"{self._root_name} ::= {body}"]
         lines.extend(f"{name} ::= {rule}" for name, rule in self._rules.items())
         text = "\n".join(lines) + "\n"
         if len(text) > MAX_GRAMMAR_CHARS:

@@ -9,7 +9,6 @@ in ``app.py``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -28,10 +27,8 @@ from corral.api.types import (
     DeleteRequest,
     GenerateRequest,
     Message,
-    PullRequest,
     ShowRequest,
 )
-from corral.catalog import find_bundled, pull_bundled
 from corral.config import Settings
 from corral.errors import (
     BadRequestError,
@@ -44,15 +41,22 @@ from corral.runner.client import RunnerClient
 from corral.scheduler import LoadedModel, Scheduler
 from corral.server.metrics import Metrics
 from corral.server.models import ModelCatalog, ResolvedModel, parse_name
+from corral.server.shaping import OutputShaper, Parts, ToolPlan, plan_tools, tool_call_id
 from corral.server.streaming import now_rfc3339, parse_body, respond
 from corral.store import ModelStore
 from corral.templates.prompt import PromptTemplate, fit_chat_prompt
 
-__all__ = ["Api"]
+__all__ = ["Api", "merge_chat", "merge_generate"]
 
 logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Think:
+    template: bool | None  # .Think / .IsThinkSet for the template (None: not set)
+    parse: bool  # split thinking out of the answer
 
 
 @dataclass(slots=True)
@@ -178,60 +182,6 @@ class Api:
         await asyncio.to_thread(self.store.copy, found, destination)
         return Response(status_code=200)
 
-    # ---- pull (the bundled catalogue; registries come with model management) -----------
-
-    async def pull(self, request: Request) -> Response:
-        req = await parse_body(request, PullRequest)
-        name = parse_name(req.target)
-        bundled = find_bundled(name)
-        if bundled is None:
-            raise NotFoundError(
-                f"pull model manifest: file does not exist ('{req.target}' is not a bundled"
-                " model and no registry is reachable)"
-            )
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Event | BaseException | None] = asyncio.Queue()
-
-        def report(event: Event) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
-        async def run() -> None:
-            try:
-                # A client that goes away does not stop the import: it is local and short,
-                # and the next pull finds the blob in place.
-                await asyncio.to_thread(pull_bundled, self.store, name, bundled, report)
-            except BaseException as exc:
-                events.put_nowait(exc)
-                raise
-            finally:
-                events.put_nowait(None)
-
-        task = asyncio.create_task(run())
-
-        async def stream() -> AsyncGenerator[Event, None]:
-            last_status = None
-            try:
-                while True:
-                    item = await events.get()
-                    if item is None:
-                        return
-                    if isinstance(item, CorralError):
-                        raise item
-                    if isinstance(item, BaseException):
-                        raise BadRequestError(str(item))
-                    # Coalesce byte progress: at most one event per status per 1% change.
-                    if item.get("status") == last_status and "completed" in item:
-                        total = item.get("total") or 1
-                        if item["completed"] < total and not _percent_step(item):
-                            continue
-                    last_status = item.get("status")
-                    yield item
-            finally:
-                with contextlib.suppress(BaseException):
-                    await task
-
-        return await respond(stream(), stream=req.stream, merge=lambda items: items[-1])
-
     # ---- generation ------------------------------------------------------------------
 
     async def _prepare(self, model_name: str, options: dict[str, Any] | None) -> _Prepared:
@@ -247,6 +197,14 @@ class Api:
 
     async def generate(self, request: Request) -> Response:
         req = await parse_body(request, GenerateRequest)
+        opened = await self.open_generate(req)
+        if isinstance(opened, Response):
+            return opened
+        return await respond(opened, stream=req.stream, merge=merge_generate)
+
+    async def open_generate(self, req: GenerateRequest) -> AsyncGenerator[Event, None] | Response:
+        """Validate a generate request and return its chunk stream (Ollama's shape), or the
+        response of a load-only request (empty prompt)."""
         prepared = await self._prepare(req.model, req.options)
         model = prepared.model
         _check_format(req.format)
@@ -258,16 +216,20 @@ class Api:
             raise BadRequestError(f'"{req.model}" does not support images (no vision projector)')
         if req.suffix and not model.template.uses("Suffix"):
             raise BadRequestError(f"{model.name.display_long} does not support insert")
-        _check_think(req.think, req.model, model)
+        think = _think_choice(req.think, req.model, model)
         if not req.prompt and not req.context:
             return await self._load_only(req.model, prepared, req.keep_alive, chat=False)
         template = PromptTemplate.from_sources(req.template) if req.template else model.template
         system = req.system if req.system is not None else model.system
-        events = self._generate_events(req, prepared, template, system)
-        return await respond(events, stream=req.stream, merge=_merge_generate)
+        return self._generate_events(req, prepared, template, system, think)
 
     async def _generate_events(
-        self, req: GenerateRequest, prepared: _Prepared, template: PromptTemplate, system: str
+        self,
+        req: GenerateRequest,
+        prepared: _Prepared,
+        template: PromptTemplate,
+        system: str,
+        think: Think,
     ) -> AsyncGenerator[Event, None]:
         model = prepared.model
         route = "generate"
@@ -281,7 +243,9 @@ class Api:
                 if system:
                     messages.append(Message(role="system", content=system).to_template())
                 messages.append(Message(role="user", content=req.prompt).to_template())
-                prompt = _render_generate(template, messages, req.prompt, system, req.suffix)
+                prompt = _render_generate(
+                    template, messages, req.prompt, system, req.suffix, think.template
+                )
             if req.context:
                 prompt = await runner.detokenize(req.context) + prompt
             payload = {
@@ -290,8 +254,24 @@ class Api:
                 "format": _format_kind(req.format),
                 "return_tokens": not req.raw,
             }
+            shaper = OutputShaper(template, prompt=prompt, think=think.parse, plan=None)
+
+            def chunk(parts: Parts) -> Event:
+                out: Event = {
+                    "model": req.model,
+                    "created_at": now_rfc3339(),
+                    "response": parts.content,
+                    "done": False,
+                }
+                if parts.thinking:
+                    out["thinking"] = parts.thinking
+                return out
+
             async for event in _stream_runner(ref, payload):
                 if event.get("done"):
+                    rest = shaper.finish()
+                    if rest:
+                        yield chunk(rest)
                     final = {
                         "model": req.model,
                         "created_at": now_rfc3339(),
@@ -305,23 +285,34 @@ class Api:
                     self._observe(route, model, final)
                     yield final
                 else:
-                    yield {
-                        "model": req.model,
-                        "created_at": now_rfc3339(),
-                        "response": event.get("content", ""),
-                        "done": False,
-                    }
+                    text = event.get("content", "")
+                    if shaper.passthrough:
+                        yield chunk(Parts(content=text))
+                        continue
+                    parts = shaper.feed(text)
+                    if parts:
+                        yield chunk(parts)
 
     async def chat(self, request: Request) -> Response:
         req = await parse_body(request, ChatRequest)
+        opened = await self.open_chat(req)
+        if isinstance(opened, Response):
+            return opened
+        return await respond(opened, stream=req.stream, merge=merge_chat)
+
+    async def open_chat(self, req: ChatRequest) -> AsyncGenerator[Event, None] | Response:
+        """Validate a chat request and return its chunk stream (Ollama's shape), or the
+        response of a load-only request (no messages). Errors are raised here, before the
+        first byte, so they keep their status."""
         prepared = await self._prepare(req.model, req.options)
         model = prepared.model
         _check_format(req.format)
         if model.is_embedding:
             raise BadRequestError(f'"{req.model}" does not support chat')
-        if req.tools and not model.template.uses("Tools"):
+        if req.tools and not model.template.supports_tools:
             raise BadRequestError(f"{model.name.display_long} does not support tools")
-        _check_think(req.think, req.model, model)
+        plan = plan_tools(model.template, req.tools, req.tool_choice)
+        think = _think_choice(req.think, req.model, model)
         for message in req.messages:
             if message.images:
                 raise BadRequestError(
@@ -337,11 +328,15 @@ class Api:
             messages = history + messages
         if model.system and (not messages or messages[0]["Role"] != "system"):
             messages.insert(0, Message(role="system", content=model.system).to_template())
-        events = self._chat_events(req, prepared, messages)
-        return await respond(events, stream=req.stream, merge=_merge_chat)
+        return self._chat_events(req, prepared, messages, plan, think)
 
     async def _chat_events(
-        self, req: ChatRequest, prepared: _Prepared, messages: list[dict[str, Any]]
+        self,
+        req: ChatRequest,
+        prepared: _Prepared,
+        messages: list[dict[str, Any]],
+        plan: ToolPlan,
+        think: Think,
     ) -> AsyncGenerator[Event, None]:
         model = prepared.model
         route = "chat"
@@ -353,14 +348,40 @@ class Api:
             async def count(text: str) -> int:
                 return len(await runner.tokenize(text, add_special=True))
 
-            prompt = await fit_chat_prompt(model.template, messages, req.tools, num_ctx, count)
-            payload = {
+            prompt = await fit_chat_prompt(
+                model.template, messages, plan.tools, num_ctx, count, think.template
+            )
+            payload: dict[str, Any] = {
                 "prompt": prompt,
                 "options": prepared.options.sampling(),
                 "format": _format_kind(req.format),
             }
+            if plan.forced_schema is not None:
+                payload["format"] = plan.forced_schema
+                payload["wrap"] = list(plan.wrap)
+            shaper = OutputShaper(model.template, prompt=prompt, think=think.parse, plan=plan)
+
+            def chunk(parts: Parts) -> Event:
+                message: dict[str, Any] = {"role": "assistant", "content": parts.content}
+                if parts.thinking:
+                    message["thinking"] = parts.thinking
+                if parts.calls:
+                    message["tool_calls"] = [
+                        _tool_call(call, shaper.calls - len(parts.calls) + i)
+                        for i, call in enumerate(parts.calls)
+                    ]
+                return {
+                    "model": req.model,
+                    "created_at": now_rfc3339(),
+                    "message": message,
+                    "done": False,
+                }
+
             async for event in _stream_runner(ref, payload):
                 if event.get("done"):
+                    rest = shaper.finish()
+                    if rest:
+                        yield chunk(rest)
                     final = {
                         "model": req.model,
                         "created_at": now_rfc3339(),
@@ -372,12 +393,13 @@ class Api:
                     self._observe(route, model, final)
                     yield final
                 else:
-                    yield {
-                        "model": req.model,
-                        "created_at": now_rfc3339(),
-                        "message": {"role": "assistant", "content": event.get("content", "")},
-                        "done": False,
-                    }
+                    text = event.get("content", "")
+                    if shaper.passthrough:
+                        yield chunk(Parts(content=text))
+                        continue
+                    parts = shaper.feed(text)
+                    if parts:
+                        yield chunk(parts)
 
     def _observe(self, route: str, model: ResolvedModel, final: Event) -> None:
         self.metrics.request_seconds.labels(route).observe(final["total_duration"] / 1e9)
@@ -430,6 +452,7 @@ def _render_generate(
     prompt: str,
     system: str,
     suffix: str,
+    think: bool | None = None,
 ) -> str:
     if suffix and template.go is not None:  # fill-in-the-middle templates read .Suffix
         data = {
@@ -438,9 +461,11 @@ def _render_generate(
             "Suffix": suffix,
             "Response": "",
             "Messages": messages,
+            "Think": bool(think),
+            "IsThinkSet": think is not None,
         }
         return template.go.render(data)
-    return template.render(messages)
+    return template.render(messages, None, think)
 
 
 def _stats(event: Event, started: float, loaded_at: float) -> Event:
@@ -456,31 +481,62 @@ def _stats(event: Event, started: float, loaded_at: float) -> Event:
     return stats
 
 
-def _merge_generate(events: list[Event]) -> Event:
+def merge_generate(events: list[Event]) -> Event:
     if not events:
         return {}
     final = dict(events[-1])
     final["response"] = "".join(e.get("response", "") for e in events)
+    thinking = "".join(e.get("thinking", "") for e in events)
+    if thinking:
+        final["thinking"] = thinking
     return final
 
 
-def _merge_chat(events: list[Event]) -> Event:
+def merge_chat(events: list[Event]) -> Event:
     if not events:
         return {}
     final = dict(events[-1])
-    content = "".join(e.get("message", {}).get("content", "") for e in events)
-    final["message"] = {"role": "assistant", "content": content}
+    messages = [e.get("message", {}) for e in events]
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(m.get("content", "") for m in messages),
+    }
+    thinking = "".join(m.get("thinking", "") for m in messages)
+    if thinking:
+        message["thinking"] = thinking
+    calls = [call for m in messages for call in m.get("tool_calls", [])]
+    if calls:
+        message["tool_calls"] = calls
+    final["message"] = message
     return final
 
 
-def _check_think(think: bool | str | None, requested: str, model: ResolvedModel) -> None:
+def _tool_call(call: dict[str, Any], index: int) -> dict[str, Any]:
+    return {
+        "id": tool_call_id(),
+        "function": {"index": index, "name": call["name"], "arguments": call["arguments"]},
+    }
+
+
+def _think_choice(think: bool | str | None, requested: str, model: ResolvedModel) -> Think:
+    """The request's ``think`` as the template sees it, and whether to parse thinking out
+    of the answer; 400 where the model cannot think.
+
+    A thinking model with ``think`` unset thinks (and its thinking is parsed out), as in
+    newer Ollama; ``think: false`` asks the template to turn it off."""
     if isinstance(think, str) and think not in {"high", "medium", "low", "max"}:
         raise BadRequestError(
             f'invalid think value: "{think}" (must be "high", "medium", "low", "max", true,'
             " or false)"
         )
-    if think and not model.template.uses("Think"):
+    supported = model.template.supports_thinking
+    if think and not supported:
         raise BadRequestError(f'"{requested}" does not support thinking')
+    if not supported:
+        return Think(None, False)
+    if think is None:
+        return Think(None, True)
+    return Think(bool(think), bool(think))
 
 
 def _check_format(fmt: str | dict[str, Any] | None) -> None:
@@ -548,8 +604,10 @@ def _capabilities(model: ResolvedModel) -> list[str]:
     if model.is_embedding:
         return ["embedding"]
     caps = ["completion"]
-    if model.template.uses("Tools"):
+    if model.template.supports_tools:
         caps.append("tools")
+    if model.template.supports_thinking:
+        caps.append("thinking")
     if model.template.uses("Suffix"):
         caps.append("insert")
     return caps

@@ -51,6 +51,7 @@ class JinjaChatTemplate:
         add_generation_prompt: bool = True,
         bos_token: str = "",
         eos_token: str = "",
+        **extra: Any,
     ) -> str:
         # Streamed and counted as it goes: rendering first and measuring after would let a
         # nested loop build gigabytes (or run for hours) before the check.
@@ -63,6 +64,7 @@ class JinjaChatTemplate:
                 add_generation_prompt=add_generation_prompt,
                 bos_token=bos_token,
                 eos_token=eos_token,
+                **extra,
             ):
                 size += len(piece)
                 if size > _MAX_OUTPUT:

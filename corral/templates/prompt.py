@@ -63,25 +63,49 @@ class PromptTemplate:
     def uses(self, field: str) -> bool:
         return self.go.references(field) if self.go is not None else False
 
+    @property
+    def supports_tools(self) -> bool:
+        if self.go is not None:
+            return self.go.references("Tools")
+        return self.jinja is not None and "tools" in self.jinja.source
+
+    @property
+    def supports_thinking(self) -> bool:
+        if self.go is not None:
+            return self.go.references("Think")
+        source = self.jinja.source if self.jinja is not None else ""
+        return "enable_thinking" in source or "<think>" in source
+
     def render(
-        self, messages: Sequence[TemplateMessage], tools: list[dict[str, Any]] | None = None
+        self,
+        messages: Sequence[TemplateMessage],
+        tools: list[dict[str, Any]] | None = None,
+        think: bool | None = None,
     ) -> str:
-        """Render the conversation and leave the prompt open for the assistant's answer."""
+        """Render the conversation and leave the prompt open for the assistant's answer.
+
+        ``think`` is the request's choice (None: not set), seen by templates as ``.Think``
+        and ``.IsThinkSet``."""
         if self.go is None:
             assert self.jinja is not None
+            extra = {} if think is None else {"enable_thinking": think}
             return self.jinja.render(
                 [_jinja_message(m) for m in messages],
                 tools=tools,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
+                **extra,
             )
         if self.go.references("Messages"):
-            return self._render_messages(self.go, messages, tools)
-        return self._render_turns(self.go, messages)
+            return self._render_messages(self.go, messages, tools, think)
+        return self._render_turns(self.go, messages, think)
 
     @staticmethod
     def _render_messages(
-        go: GoTemplate, messages: Sequence[TemplateMessage], tools: list[dict[str, Any]] | None
+        go: GoTemplate,
+        messages: Sequence[TemplateMessage],
+        tools: list[dict[str, Any]] | None,
+        think: bool | None,
     ) -> str:
         system = "\n\n".join(m["Content"] for m in messages if m["Role"] == "system")
         data = {
@@ -91,13 +115,15 @@ class PromptTemplate:
             "Prompt": "",
             "Response": "",
             "Suffix": "",
-            "Think": False,
-            "IsThinkSet": False,
+            "Think": bool(think),
+            "IsThinkSet": think is not None,
         }
         return go.render(data)
 
     @staticmethod
-    def _render_turns(go: GoTemplate, messages: Sequence[TemplateMessage]) -> str:
+    def _render_turns(
+        go: GoTemplate, messages: Sequence[TemplateMessage], think: bool | None = None
+    ) -> str:
         pieces: list[str] = []
         system = prompt = response = ""
 
@@ -107,6 +133,8 @@ class PromptTemplate:
                 "Prompt": prompt,
                 "Response": response + _SENTINEL if final else response,
                 "Messages": [],
+                "Think": bool(think),
+                "IsThinkSet": think is not None,
             }
             text = go.render(data)
             if final:
@@ -208,11 +236,12 @@ async def fit_chat_prompt(
     tools: list[dict[str, Any]] | None,
     num_ctx: int,
     count_tokens: CountTokens,
+    think: bool | None = None,
 ) -> str:
     """Render, dropping the oldest non-system messages until the prompt fits ``num_ctx``."""
     if not messages:
-        return template.render([], tools)
-    full = template.render(messages, tools)
+        return template.render([], tools, think)
+    full = template.render(messages, tools, think)
     if await count_tokens(full) <= num_ctx:
         return full
     systems = [i for i, m in enumerate(messages) if m["Role"] == "system"]
@@ -226,9 +255,9 @@ async def fit_chat_prompt(
     best = last
     while low <= high:
         middle = (low + high) // 2
-        if await count_tokens(template.render(window(middle), tools)) <= num_ctx:
+        if await count_tokens(template.render(window(middle), tools, think)) <= num_ctx:
             best = middle
             high = middle - 1
         else:
             low = middle + 1
-    return template.render(window(best), tools)
+    return template.render(window(best), tools, think)

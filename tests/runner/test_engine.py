@@ -181,3 +181,35 @@ def test_json_format(engine: Any) -> None:
     result.wait()
     if result.final["done_reason"] == "stop":
         assert isinstance(json.loads(result.text), dict)
+
+
+def test_penalties_apply_and_a_bad_request_fails_alone(engine: Any) -> None:
+    from corral.runner.engine import Task
+
+    prompt = chat("List the days of the week, twice.")
+    plain = submit(engine, prompt, temperature=0, num_predict=48).wait()
+    penalised = submit(
+        engine,
+        prompt,
+        temperature=0,
+        num_predict=48,
+        repeat_penalty=1.5,
+        frequency_penalty=1.0,
+        presence_penalty=1.0,
+    ).wait()
+    assert "error" not in penalised.final and penalised.final["done"]
+    assert penalised.text != plain.text
+    # an invalid grammar fails its own request with a 400, and the engine keeps serving
+    bad = Result()
+    engine.submit(
+        Task(
+            tokens=engine.tokenize(prompt),
+            options={"num_predict": 4},
+            emit=bad.emit,
+            grammar="root ::= (",
+        )
+    )
+    bad.wait()
+    assert bad.final.get("status") == 400
+    again = submit(engine, prompt, temperature=0, num_predict=48).wait()
+    assert again.text == plain.text

@@ -464,7 +464,7 @@ async def test_fit_result_is_the_longest_window_that_fits(num_ctx: int) -> None:
 
 async def test_fit_with_tools_and_gemma() -> None:
     messages = _conversation()
-    prompt = await fit_chat_prompt(GEMMA, messages, [WEATHER_TOOL], 25, count_words)
+    prompt = await fit_chat_prompt(GEMMA, messages, None, 25, count_words)
     # the system text moves to the next user turn that survives
     assert prompt == (
         "<start_of_turn>model\na2 word word word word word word word word word word<end_of_turn>\n"
@@ -472,6 +472,13 @@ async def test_fit_with_tools_and_gemma() -> None:
         "<start_of_turn>model\n"
     )
     assert await count_words(prompt) <= 25
+    # with tools, their definitions go to the first user turn that survives, after the system
+    limit = await count_words(prompt) + 60
+    tooled_gemma = await fit_chat_prompt(GEMMA, messages, [WEATHER_TOOL], limit, count_words)
+    assert await count_words(tooled_gemma) <= limit
+    turn = tooled_gemma.index("<start_of_turn>user\nthree word system\n\nYou can call functions")
+    assert tooled_gemma.index('"name":"get_weather"') > turn
+    assert tooled_gemma.endswith("last question<end_of_turn>\n<start_of_turn>model\n")
     tooled = await fit_chat_prompt(CHATML, messages, [WEATHER_TOOL], 10_000, count_words)
     assert tooled == CHATML.render(messages, [WEATHER_TOOL])
 
