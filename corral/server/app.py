@@ -21,6 +21,7 @@ from corral.config import Settings
 from corral.errors import CorralError
 from corral.scheduler import Scheduler
 from corral.server import embed as embed_routes
+from corral.server.manage import Manage
 from corral.server.middleware import GuardMiddleware, default_origins
 from corral.server.routes import Api
 from corral.store import ModelStore
@@ -53,6 +54,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler) -> Starlette:
     api = Api(settings, store, scheduler)
+    manage = Manage(settings, store, api.models)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -67,7 +69,11 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler) -> S
         Route("/api/tags", api.tags, methods=["GET", "HEAD"]),
         Route("/api/ps", api.ps, methods=["GET"]),
         Route("/api/show", api.show, methods=["POST"]),
-        Route("/api/pull", api.pull, methods=["POST"]),
+        Route("/api/pull", manage.pull, methods=["POST"]),
+        Route("/api/push", manage.push, methods=["POST"]),
+        Route("/api/create", manage.create, methods=["POST"]),
+        Route("/api/blobs/{digest}", manage.head_blob, methods=["HEAD"]),
+        Route("/api/blobs/{digest}", manage.post_blob, methods=["POST"]),
         Route("/api/delete", api.delete, methods=["DELETE"]),
         Route("/api/copy", api.copy, methods=["POST"]),
         Route("/api/generate", api.generate, methods=["POST"]),

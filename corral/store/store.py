@@ -295,6 +295,17 @@ class ModelStore:
         with self._lock:
             self._write_manifest_locked(name, manifest.to_json(), manifest)
 
+    def write_manifest_bytes(self, name: Name, data: bytes) -> None:
+        """Atomically write manifest ``data`` exactly as given (a pulled manifest keeps the
+        registry's bytes, so the model ID matches). StoreError if invalid or incomplete."""
+        manifest = Manifest.from_json(data)
+        with self._lock:
+            self._write_manifest_locked(name, data, manifest)
+
+    def read_manifest_bytes(self, name: Name) -> bytes:
+        """The manifest file of exactly ``name`` as stored (ModelNotFoundError if absent)."""
+        return self._read_manifest_bytes(name)
+
     def find(self, name: Name) -> Name | None:
         """The stored name equal to ``name`` ignoring case, in its on-disk casing, or None.
 

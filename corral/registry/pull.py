@@ -1,0 +1,431 @@
+"""Pull a model: manifest first, then its blobs in parallel HTTP Range parts, verified.
+
+Order and statuses as Ollama: ``pulling manifest``; ``pulling <12 hex>`` with ``digest``,
+``total`` and ``completed`` per blob (layers, then the config); ``verifying sha256 digest``;
+``writing manifest``; ``success``.
+
+Resuming: a blob downloads into ``blobs/sha256-<hex>-partial`` with a small JSON file beside
+it (``...-partial.json``) recording how much of each part is done. A pull that fails (lost
+connection, registry gone, disk full) keeps both; the next pull of any model that needs the
+blob continues from there. The state file may lag the data (it is written after the bytes)
+but never leads it by more than what the final check catches: every blob is hashed before
+it is moved into place, and a blob whose bytes do not hash to its digest is deleted and the
+pull fails (``digest mismatch, file must be downloaded again: ...``).
+
+Hostile registries: the manifest is read with a size cap and validated (digests must be
+``sha256:<64 hex>``, sizes bounded); a part's response never writes more than the part's
+length (extra bytes are cut off), nor past the announced size; a response for the wrong
+range is refused; free disk space is checked before the first byte.
+
+Concurrency: pulls of one blob take turns on a per-blob lock (the second finds it done);
+the server also shares one pull per model name between clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+
+from corral.errors import CorralError, StoreError
+from corral.registry.client import RegistryClient, unreachable
+from corral.registry.errors import RegistryError
+from corral.store import MEDIA_TYPE_MANIFEST, Layer, Manifest, ModelStore, Name, sha256_file
+from corral.store.manifest import MAX_MANIFEST_BYTES
+
+__all__ = ["PullOptions", "pull_model"]
+
+logger = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+Report = Callable[[Event], None]
+
+_ACCEPT: Final = ", ".join(
+    [
+        MEDIA_TYPE_MANIFEST,
+        "application/vnd.oci.image.manifest.v1+json",
+    ]
+)
+_CONTENT_RANGE: Final = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_WRITE_BATCH: Final = 1 << 20
+_STATE_EVERY: Final = 8 << 20
+
+_blob_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class PullOptions:
+    """How to pull: plain HTTP allowed, part size bounds, parallel parts, retries."""
+
+    insecure: bool = False
+    min_part_bytes: int = 16 << 20
+    max_parts: int = 16
+    parallel_parts: int = 4
+    max_tries: int = 4
+    retry_delay_s: float = 0.25
+
+
+@dataclass(slots=True)
+class _Part:
+    start: int
+    size: int
+    done: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return self.size - self.done
+
+
+async def pull_model(
+    store: ModelStore, name: Name, report: Report, options: PullOptions | None = None
+) -> None:
+    """Pull ``name`` into ``store``, calling ``report`` with each progress event."""
+    options = options or PullOptions()
+    report({"status": "pulling manifest"})
+    async with RegistryClient(name, insecure=options.insecure) as client:
+        data = await _fetch_manifest(client, name)
+        manifest = Manifest.from_json(data)
+        blobs = [*manifest.layers, manifest.config]
+        _check_space(store, blobs)
+        await _download_all(client, store, blobs, report, options)
+    report({"status": "verifying sha256 digest"})
+    report({"status": "writing manifest"})
+    await asyncio.to_thread(store.write_manifest_bytes, name, data)
+    report({"status": "success"})
+
+
+async def _fetch_manifest(client: RegistryClient, name: Name) -> bytes:
+    response = await client.request(
+        "GET", client.url(f"manifests/{name.tag}"), headers={"Accept": _ACCEPT}, stream=True
+    )
+    if response.status_code == 404:
+        await response.aclose()
+        raise RegistryError("pull model manifest: file does not exist", status=404)
+    if response.status_code >= 400:
+        raise await client.status_error(response)
+    body = bytearray()
+    try:
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_MANIFEST_BYTES:
+                raise StoreError("invalid manifest: too large")
+    except httpx.HTTPError as exc:
+        raise unreachable(client.base_url, exc) from exc
+    finally:
+        await response.aclose()
+    return bytes(body)
+
+
+def _check_space(store: ModelStore, blobs: list[Layer]) -> None:
+    """Refuse before the first byte if the blobs cannot fit (a hostile size included)."""
+    needed = 0
+    for layer in {b.digest: b for b in blobs}.values():
+        if store.has_blob(layer.digest):
+            continue
+        needed += layer.size
+        with contextlib.suppress(OSError):
+            needed -= min(layer.size, store.partial_path(layer.digest).stat().st_blocks * 512)
+    store.blobs_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(store.blobs_dir).free
+    if needed > free:
+        raise StoreError(
+            f"not enough disk space to pull: {needed} bytes needed, {free} bytes free in"
+            f" {store.blobs_dir}"
+        )
+
+
+async def _download_all(
+    client: RegistryClient,
+    store: ModelStore,
+    blobs: list[Layer],
+    report: Report,
+    options: PullOptions,
+) -> None:
+    unique = list({b.digest: b for b in blobs}.values())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for layer in unique:
+                group.create_task(_download_blob(client, store, layer, report, options))
+    except* CorralError as eg:
+        raise eg.exceptions[0] from None
+
+
+def _status(layer: Layer) -> str:
+    return f"pulling {layer.digest.removeprefix('sha256:')[:12]}"
+
+
+async def _download_blob(
+    client: RegistryClient,
+    store: ModelStore,
+    layer: Layer,
+    report: Report,
+    options: PullOptions,
+) -> None:
+    status = _status(layer)
+
+    def progress(completed: int) -> None:
+        report(
+            {"status": status, "digest": layer.digest, "total": layer.size, "completed": completed}
+        )
+
+    if store.has_blob(layer.digest):
+        progress(layer.size)
+        return
+    lock = _blob_locks.setdefault((str(store.root), layer.digest), asyncio.Lock())
+    async with lock:
+        if store.has_blob(layer.digest):
+            progress(layer.size)
+            return
+        download = _BlobDownload(client, store, layer, options, progress)
+        await download.run()
+
+
+class _BlobDownload:
+    """One blob into its partial file, part by part, then verified and moved into place."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        store: ModelStore,
+        layer: Layer,
+        options: PullOptions,
+        progress: Callable[[int], None],
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.layer = layer
+        self.options = options
+        self.progress = progress
+        self.partial = store.partial_path(layer.digest)
+        self.state_path = self.partial.with_name(self.partial.name + ".json")
+        self.parts: list[_Part] = []
+        self._since_state = 0
+        self._last_percent = -1
+
+    @property
+    def completed(self) -> int:
+        return sum(p.done for p in self.parts)
+
+    async def run(self) -> None:
+        self.parts = await asyncio.to_thread(self._open)
+        self._report(force=True)
+        fd = os.open(self.partial, os.O_RDWR)
+        try:
+            semaphore = asyncio.Semaphore(self.options.parallel_parts)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for part in self.parts:
+                        if part.remaining:
+                            group.create_task(self._part_with_retries(fd, part, semaphore))
+            except* CorralError as eg:
+                raise eg.exceptions[0] from None
+            finally:
+                await asyncio.to_thread(self._save_state)
+            await asyncio.to_thread(os.fsync, fd)
+        finally:
+            os.close(fd)
+        await asyncio.to_thread(self._verify_and_install)
+        self._report(force=True)
+
+    # ---- state ------------------------------------------------------------------------
+
+    def _open(self) -> list[_Part]:
+        """Load the parts of an earlier attempt, or plan fresh ones; make sure the file is
+        there with the right size."""
+        size = self.layer.size
+        parts = self._load_state()
+        if parts is None:
+            parts = _plan_parts(size, self.options)
+            with contextlib.suppress(OSError):
+                self.partial.unlink()
+        try:
+            fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if os.fstat(fd).st_size != size:
+                    os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.partial.name}: {exc}") from exc
+        return parts
+
+    def _load_state(self) -> list[_Part] | None:
+        try:
+            raw = json.loads(self.state_path.read_bytes())
+            if raw.get("digest") != self.layer.digest or raw.get("size") != self.layer.size:
+                return None
+            parts = [_Part(int(p["start"]), int(p["size"]), int(p["done"])) for p in raw["parts"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if not self.partial.is_file():
+            return None
+        expected = 0
+        for part in parts:
+            if part.start != expected or not 0 <= part.done <= part.size or part.size <= 0:
+                return None
+            expected += part.size
+        if expected != self.layer.size:
+            return None
+        return parts
+
+    def _save_state(self) -> None:
+        data = {
+            "digest": self.layer.digest,
+            "size": self.layer.size,
+            "parts": [{"start": p.start, "size": p.size, "done": p.done} for p in self.parts],
+        }
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.state_path)
+        except OSError as exc:
+            logger.warning("cannot save download state %s: %s", self.state_path.name, exc)
+
+    def _report(self, *, force: bool = False) -> None:
+        total = self.layer.size or 1
+        percent = self.completed * 100 // total
+        if force or percent != self._last_percent:
+            self._last_percent = percent
+            self.progress(self.completed)
+
+    # ---- transfer -----------------------------------------------------------------------
+
+    async def _part_with_retries(self, fd: int, part: _Part, semaphore: asyncio.Semaphore) -> None:
+        async with semaphore:
+            last: Exception | None = None
+            for attempt in range(self.options.max_tries):
+                if attempt:
+                    await asyncio.sleep(self.options.retry_delay_s * 2 ** (attempt - 1))
+                before = part.done
+                try:
+                    await self._part(fd, part)
+                    return
+                except RegistryError as exc:
+                    if exc.status < 500 and not exc.unreachable:
+                        raise
+                    last = exc
+                except (httpx.HTTPError, _ShortRead) as exc:
+                    last = exc
+                if part.done > before:
+                    continue  # progress was made: that try does not count against the part
+            message = last.message if isinstance(last, CorralError) else str(last)
+            unreachable_ = isinstance(last, RegistryError) and last.unreachable
+            raise RegistryError(f"max retries exceeded: {message}", unreachable=unreachable_)
+
+    async def _part(self, fd: int, part: _Part) -> None:
+        first = part.start + part.done
+        last = part.start + part.size - 1
+        response = await self.client.request(
+            "GET",
+            self.client.url(f"blobs/{self.layer.digest}"),
+            headers={"Range": f"bytes={first}-{last}"},
+            stream=True,
+        )
+        try:
+            if response.status_code >= 400:
+                raise await self.client.status_error(response)
+            skip = first if response.status_code == 200 else 0
+            if response.status_code == 206:
+                _check_content_range(response, first, last, self.layer.size)
+            elif response.status_code != 200:
+                raise RegistryError(f"{response.status_code}: unexpected response to a range")
+            await self._copy(fd, part, response, skip)
+        finally:
+            await response.aclose()
+        if part.remaining:
+            raise _ShortRead(f"connection closed after {part.done} of {part.size} bytes")
+
+    async def _copy(self, fd: int, part: _Part, response: httpx.Response, skip: int) -> None:
+        buffer = bytearray()
+        async for chunk in response.aiter_raw():
+            if skip:
+                cut = min(skip, len(chunk))
+                chunk, skip = chunk[cut:], skip - cut
+            room = part.remaining - len(buffer)
+            buffer += chunk[:room]  # never more than the part announced: the rest is cut off
+            if len(buffer) >= _WRITE_BATCH or len(buffer) == part.remaining:
+                await self._write(fd, part, bytes(buffer))
+                buffer.clear()
+            if part.remaining == 0:
+                return
+        if buffer:
+            await self._write(fd, part, bytes(buffer))
+
+    async def _write(self, fd: int, part: _Part, data: bytes) -> None:
+        offset = part.start + part.done
+        try:
+            await asyncio.to_thread(_pwrite_all, fd, data, offset)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write {self.layer.digest} to the store: {exc.strerror or exc}"
+                " (the partial download is kept and resumes on the next pull)"
+            ) from exc
+        part.done += len(data)
+        self._since_state += len(data)
+        if self._since_state >= _STATE_EVERY:
+            self._since_state = 0
+            await asyncio.to_thread(self._save_state)
+        self._report()
+
+    # ---- verification -------------------------------------------------------------------
+
+    def _verify_and_install(self) -> None:
+        actual = sha256_file(self.partial)
+        if actual != self.layer.digest:
+            for path in (self.partial, self.state_path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise RegistryError(
+                "digest mismatch, file must be downloaded again:"
+                f" want {self.layer.digest}, got {actual}"
+            )
+        self.store.install_blob(self.partial, self.layer.digest)
+        with contextlib.suppress(OSError):
+            self.state_path.unlink()
+
+
+class _ShortRead(Exception):
+    """The registry closed a part's response before its last byte."""
+
+
+def _plan_parts(size: int, options: PullOptions) -> list[_Part]:
+    if size == 0:
+        return [_Part(0, 0, 0)]
+    part_size = max(options.min_part_bytes, -(-size // options.max_parts))
+    return [_Part(start, min(part_size, size - start)) for start in range(0, size, part_size)]
+
+
+def _check_content_range(response: httpx.Response, first: int, last: int, size: int) -> None:
+    match = _CONTENT_RANGE.match(response.headers.get("content-range", "").strip())
+    if match is None:
+        return  # a proxy that drops the header: the byte count and the digest still decide
+    start, end, total = match.groups()
+    if int(start) != first or int(end) > last or (total != "*" and int(total) != size):
+        raise RegistryError(
+            f"the registry answered bytes {start}-{end}/{total} for bytes {first}-{last}/{size}",
+            status=400,
+        )
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def partial_files(store: ModelStore, digest: str) -> tuple[Path, Path]:
+    """The partial data file and its state file for ``digest`` (for tests and tools)."""
+    partial = store.partial_path(digest)
+    return partial, partial.with_name(partial.name + ".json")
