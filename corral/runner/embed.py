@@ -90,12 +90,14 @@ class Embedder:
 
     # ---- public ----------------------------------------------------------------------
 
-    def tokenize(self, text: str, *, truncate: bool) -> list[int]:
+    def tokenize(self, text: str, *, truncate: bool, max_tokens: int | None = None) -> list[int]:
         """The tokens of one input, cut to the context (keeping the closing SEP/EOS)."""
         tokens = self.engine.tokenize(text, add_special=True, parse_special=False)
         if not tokens:
             tokens = [self._filler_token()]
         limit = self.max_input_tokens
+        if max_tokens is not None and max_tokens > 0:
+            limit = min(limit, max_tokens)
         if len(tokens) <= limit:
             return tokens
         if not truncate:
@@ -106,10 +108,14 @@ class Embedder:
             cut[-1] = closing
         return cut
 
-    def embed(self, texts: list[str], *, truncate: bool = True) -> EmbedOutput:
+    def embed(
+        self, texts: list[str], *, truncate: bool = True, max_tokens: int | None = None
+    ) -> EmbedOutput:
         """Pooled vectors of ``texts``, in order. ``InputTooLongError``, ``RuntimeError``."""
         started = time.perf_counter()
-        sequences = [self.tokenize(text, truncate=truncate) for text in texts]
+        sequences = [
+            self.tokenize(text, truncate=truncate, max_tokens=max_tokens) for text in texts
+        ]
         with self._lock:
             self._ensure_context()
             vectors = np.zeros((len(sequences), self.n_embd), dtype=np.float32)

@@ -10,7 +10,7 @@ Routes (JSON in, JSON or NDJSON out; every response closes its connection):
                     → NDJSON: {"content"} ... {"done": true, "done_reason", stats...}
   POST /tokenize    {"content", "add_special"?} → {"tokens": [...]}
   POST /detokenize  {"tokens": [...]} → {"content": "..."}
-  POST /embed       {"content": [str, ...], "truncate"?} → {"embeddings_b64", "dim",
+  POST /embed       {"content": [str, ...], "truncate"?, "num_ctx"?} → {"embeddings_b64", "dim",
                     "prompt_eval_count", "duration"}: pooled float32 rows, base64, in order
 
 The parent may die without stopping us (``kill -9``): we watch stdin, which is a pipe from
@@ -200,8 +200,13 @@ class RunnerServer:
         truncate = payload.get("truncate", True)
         if not isinstance(truncate, bool):
             raise HTTPError(400, "truncate must be a boolean")
+        max_tokens = payload.get("num_ctx")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+            raise HTTPError(400, "num_ctx must be a positive integer")
         try:
-            output = await asyncio.to_thread(self.embedder.embed, texts, truncate=truncate)
+            output = await asyncio.to_thread(
+                self.embedder.embed, texts, truncate=truncate, max_tokens=max_tokens
+            )
         except InputTooLongError as exc:
             raise HTTPError(400, str(exc)) from exc
         except (RuntimeError, LoadError) as exc:

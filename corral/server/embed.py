@@ -76,7 +76,8 @@ async def embed_texts(
             vectors = np.zeros((0, 0), dtype=np.float32)
             count = 0
         else:
-            answer = await cast(RunnerClient, ref.runner).embed(inputs, truncate=truncate)
+            runner = cast(RunnerClient, ref.runner)
+            answer = await runner.embed(inputs, truncate=truncate, num_ctx=merged.num_ctx)
             vectors, count = answer.vectors, answer.prompt_eval_count
     rows = _finish(vectors, dimensions=dimensions, normalize=normalize)
     now = time.perf_counter()
