@@ -6,12 +6,13 @@ Errors from the server arrive as ``{"error": ...}`` with a status; they become
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,32 @@ class ServerClient:
         except httpx.TransportError:
             raise self._down() from None
 
+    def upload_blob(self, path: Path, progress: Callable[[int, int], None]) -> str:
+        """Hash ``path``, and upload it unless the server has it (HEAD, then POST)."""
+        digest = _sha256_file(path)
+        size = path.stat().st_size
+        url = f"/api/blobs/{digest}"
+        try:
+            if self._http.head(url).status_code == 200:
+                progress(size, size)
+                return digest
+
+            def body() -> Iterator[bytes]:
+                sent = 0
+                with path.open("rb") as f:
+                    while chunk := f.read(1 << 20):
+                        sent += len(chunk)
+                        progress(sent, size)
+                        yield chunk
+
+            response = self._http.post(url, content=body())
+        except httpx.TransportError:
+            raise self._down() from None
+        if response.status_code >= 400:
+            raise CliError(_error_text(response), response.status_code)
+        progress(size, size)
+        return digest
+
     def is_up(self) -> bool:
         try:
             return self._http.get("/", timeout=2).status_code == 200
@@ -106,6 +133,14 @@ class ServerClient:
                 return log_path
             time.sleep(0.1)
         raise CliError(f"the background server did not start; see {log_path}")
+
+
+def _sha256_file(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            hasher.update(chunk)
+    return "sha256:" + hasher.hexdigest()
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +20,8 @@ from corral import __version__
 from corral.cli import _output as output
 from corral.cli.client import CliError, ServerClient, ServerDown
 from corral.config import VARIABLES, Settings
+from corral.errors import ModelfileError
+from corral.modelfile import decode_modelfile, parse_modelfile, to_create_fields
 
 __all__ = ["app", "main"]
 
@@ -105,13 +109,20 @@ def _client(*, autostart: bool = False) -> ServerClient:
     return client
 
 
-def _pull(client: ServerClient, model: str) -> None:
-    """Ollama's pull display: a bar per blob, redrawn in place on a terminal; elsewhere one
-    line per step and one per finished blob (logs stay short)."""
+def _pull(client: ServerClient, model: str, *, insecure: bool = False) -> None:
+    body: dict[str, Any] = {"model": model, "stream": True}
+    if insecure:
+        body["insecure"] = True
+    _show_progress(client.stream("/api/pull", body))
+
+
+def _show_progress(events: Iterator[dict[str, Any]]) -> None:
+    """Ollama's progress display: a bar per blob, redrawn in place on a terminal; elsewhere
+    one line per step and one per finished blob (logs stay short)."""
     tty = sys.stderr.isatty()
     last_status = ""
     open_line = False
-    for event in client.stream("/api/pull", {"model": model, "stream": True}):
+    for event in events:
         status = event.get("status", "")
         if status != last_status and open_line:
             output.err("")
@@ -144,9 +155,132 @@ def pull(
     model: Annotated[str, typer.Argument(help="Model to pull, e.g. smollm2:135m")],
     insecure: Annotated[bool, typer.Option("--insecure", help="Use an insecure registry")] = False,
 ) -> None:
-    """Pull a model from a registry (bundled models work offline)."""
+    """Pull a model from a registry (bundled models work offline).
+
+    Examples: corral pull smollm2:135m; corral pull 127.0.0.1:5000/me/tiny:1 --insecure
+    """
     client = _client()
-    _pull(client, model)
+    _pull(client, model, insecure=insecure)
+
+
+@app.command("push")
+def push(
+    model: Annotated[str, typer.Argument(help="Model to push, e.g. registry.example/me/m:1")],
+    insecure: Annotated[bool, typer.Option("--insecure", help="Use an insecure registry")] = False,
+) -> None:
+    """Push a model to the registry its name points at.
+
+    Example: corral cp tiny 127.0.0.1:5000/me/tiny:1 && corral push 127.0.0.1:5000/me/tiny:1
+    --insecure
+    """
+    client = _client()
+    body: dict[str, Any] = {"model": model, "stream": True}
+    if insecure:
+        body["insecure"] = True
+    _show_progress(client.stream("/api/push", body))
+
+
+@app.command("create")
+def create(
+    model: Annotated[str, typer.Argument(help="Name of the model to create")],
+    file: Annotated[Path, typer.Option("--file", "-f", help="Name of the Modelfile")] = Path(
+        "Modelfile"
+    ),
+    quantize: Annotated[
+        str, typer.Option("--quantize", "-q", help="Quantize the model to this level (q4_K_M)")
+    ] = "",
+) -> None:
+    """Create a model from a Modelfile.
+
+    Local files named by FROM and ADAPTER (relative to the Modelfile) are uploaded to the
+    server first, skipped when it already has them. Example: corral create tiny -f Modelfile
+    """
+    body = _create_body(file)
+    if quantize:
+        body["quantize"] = quantize
+    client = _client()
+    _upload_local_files(client, body, file.parent)
+    body["model"] = model
+    body["stream"] = True
+    _show_progress(client.stream("/api/create", body))
+
+
+def _create_body(file: Path) -> dict[str, Any]:
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read the Modelfile {file}: {exc.strerror}") from None
+    try:
+        fields = to_create_fields(parse_modelfile(decode_modelfile(data)))
+    except ModelfileError as exc:
+        raise CliError(f"{file}: {exc.message}") from None
+    body = fields.request_body()
+    body["adapters_local"] = list(fields.adapters)
+    return body
+
+
+def _upload_local_files(client: ServerClient, body: dict[str, Any], base: Path) -> None:
+    """Replace local FROM/ADAPTER paths by uploaded blobs (``files``/``adapters``)."""
+    source = _local_path(body["from"], base)
+    if source is not None:
+        del body["from"]
+        body["files"] = _upload_tree(client, source)
+    adapters: dict[str, str] = {}
+    for raw in body.pop("adapters_local"):
+        path = _local_path(raw, base)
+        if path is None or path.is_dir():
+            raise CliError(f"ADAPTER {raw}: not a local file")
+        adapters[path.name] = client.upload_blob(path, _transfer_progress(path))
+    if adapters:
+        body["adapters"] = adapters
+
+
+def _local_path(value: str, base: Path) -> Path | None:
+    """The local file or folder a FROM/ADAPTER value names, or None for a model name."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    looks_like_path = value.startswith(("/", "./", "../", "~", ".\\")) or "\\" in value
+    if path.exists():
+        return path
+    if looks_like_path or value.lower().endswith(".gguf"):
+        raise CliError(f"{value}: no such file or directory")
+    return None
+
+
+def _upload_tree(client: ServerClient, source: Path) -> dict[str, str]:
+    if source.is_file():
+        return {source.name: client.upload_blob(source, _transfer_progress(source))}
+    files: dict[str, str] = {}
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and not any(part.startswith(".") for part in path.parts):
+            relative = path.relative_to(source).as_posix()
+            files[relative] = client.upload_blob(path, _transfer_progress(path))
+    if not files:
+        raise CliError(f"{source}: no files to upload")
+    return files
+
+
+def _transfer_progress(path: Path) -> Callable[[int, int], None]:
+    status = "transferring model data"
+    tty = sys.stderr.isatty()
+    state = {"shown": -1}
+
+    def show(completed: int, total: int) -> None:
+        percent = int(completed * 100 / total) if total else 100
+        if percent == state["shown"]:
+            return
+        state["shown"] = percent
+        sizes = f"{_human_size(completed)}/{_human_size(total)}"
+        line = f"{status} {percent:3d}% ▕{_bar(percent)}▏ {sizes}"
+        if tty:
+            output.err_inline(line)
+            if completed >= total:
+                output.err("")
+        elif completed >= total:
+            output.err(line)
+
+    return show
 
 
 def _ensure_model(client: ServerClient, model: str) -> None:
