@@ -68,7 +68,7 @@ class PullOptions:
     """How to pull: plain HTTP allowed, part size bounds, parallel parts, retries."""
 
     insecure: bool = False
-    min_part_bytes: int = 16 << 20
+    min_part_bytes: int = 64 << 20
     max_parts: int = 16
     parallel_parts: int = 4
     max_tries: int = 4

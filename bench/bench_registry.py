@@ -1,0 +1,210 @@
+"""Registry and create benchmark: corral against plain ``curl`` on the same loopback registry.
+
+Measured side by side in one run (best of ``--repeats``):
+- pull: ``POST /api/pull`` of a model whose weights blob is ``--size-mb`` MB (parallel Range
+  parts, written to a partial file, sha256-verified, moved into place) against
+  ``curl -o FILE`` of the same blob from the same registry (one stream, no verification);
+- push: ``POST /api/push`` of that model to a fresh repository against ``curl`` uploading the
+  same blob to a fresh repository in one monolithic ``PUT``;
+- create: ``POST /api/create`` with a Modelfile whose FROM is that GGUF file on disk (the
+  server hashes and copies it into the store), and with FROM naming an existing model.
+
+Both sides use Debian's ``docker-registry`` started here on a free loopback port with a temp
+storage folder, and a ``corral serve`` with its own temp store.
+
+Usage: .venv/bin/python bench/bench_registry.py [--size-mb 120] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.registry.tiny import write_tiny_gguf  # noqa: E402
+
+REGISTRY_CONFIG = """version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited early")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{what} did not answer")
+
+
+def stream(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    with httpx.stream("POST", url, json=body, timeout=None) as response:
+        for line in response.iter_lines():
+            if line:
+                last = json.loads(line)
+    if "error" in last or last.get("status") != "success":
+        raise SystemExit(f"{url} failed: {last}")
+    return last
+
+
+def timed(fn: Any, repeats: int, before: Any = None) -> float:
+    best = float("inf")
+    for i in range(repeats):
+        if before is not None:
+            before(i)
+        start = time.perf_counter()
+        fn(i)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mb", type=int, default=120)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    if not shutil.which("docker-registry") or not shutil.which("curl"):
+        raise SystemExit("needs docker-registry and curl (apt-get install docker-registry curl)")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-registry-"))
+    reg_port, srv_port = free_port(), free_port()
+    (tmp / "registry").mkdir()
+    config = tmp / "registry.yml"
+    config.write_text(REGISTRY_CONFIG.format(root=tmp / "registry", port=reg_port))
+    registry = subprocess.Popen(
+        ["docker-registry", "serve", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{srv_port}", "OLLAMA_MODELS": str(tmp / "m")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "corral", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    reg, api = f"127.0.0.1:{reg_port}", f"http://127.0.0.1:{srv_port}"
+    try:
+        wait_http(f"http://{reg}/v2/", registry, "docker-registry")
+        wait_http(api + "/", server, "corral serve")
+        gguf = write_tiny_gguf(tmp / "big.gguf", padding_bytes=args.size_mb << 20)
+        size = gguf.stat().st_size
+        digest = "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()
+        mb = size / 1e6
+        print(f"blob: {mb:.1f} MB ({digest[:19]}...)", flush=True)
+
+        # create over an existing GGUF (server-side path: hash + copy into the store)
+        def create_from_path(i: int) -> None:
+            modelfile = f"FROM {gguf}\nPARAMETER temperature 0.2\nSYSTEM hi\n"
+            stream(api + "/api/create", {"model": f"{reg}/bench/big:1", "modelfile": modelfile})
+
+        t_create = timed(create_from_path, args.repeats)
+        t_create_name = timed(
+            lambda i: stream(
+                api + "/api/create", {"model": f"derived{i}", "from": f"{reg}/bench/big:1"}
+            ),
+            args.repeats,
+        )
+
+        # push: corral vs curl, each to a fresh repository
+        def corral_push(i: int) -> None:
+            name = f"{reg}/push{i}/big:1"
+            httpx.post(
+                api + "/api/copy", json={"source": f"{reg}/bench/big:1", "destination": name}
+            )
+            stream(api + "/api/push", {"model": name, "insecure": True})
+
+        def curl_push(i: int) -> None:
+            opened = httpx.post(f"http://{reg}/v2/curl{i}/big/blobs/uploads/")
+            location = opened.headers["location"]
+            sep = "&" if "?" in location else "?"
+            subprocess.run(
+                ["curl", "-sS", "-f", "-X", "PUT", "-H", "Content-Type: application/octet-stream",
+                 "--data-binary", f"@{gguf}", f"{location}{sep}digest={digest}"],
+                check=True, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+
+        t_push = timed(corral_push, args.repeats)
+        t_curl_push = timed(curl_push, args.repeats)
+
+        # pull: corral (parts, verify, install) vs curl of the same blob to a file
+        def delete_local(i: int) -> None:
+            for name in [f"{reg}/bench/big:1", *(f"derived{j}" for j in range(args.repeats))]:
+                httpx.request("DELETE", api + "/api/delete", json={"model": name})
+            for j in range(args.repeats):
+                httpx.request("DELETE", api + "/api/delete", json={"model": f"{reg}/push{j}/big:1"})
+
+        t_pull = timed(
+            lambda i: stream(api + "/api/pull", {"model": f"{reg}/push0/big:1", "insecure": True}),
+            args.repeats,
+            before=delete_local,
+        )
+        out = tmp / "curl.blob"
+        t_curl_pull = timed(
+            lambda i: subprocess.run(
+                ["curl", "-sS", "-f", "-L", "-o", str(out),
+                 f"http://{reg}/v2/push0/big/blobs/{digest}"],
+                check=True,
+            ),
+            args.repeats,
+        )  # fmt: skip
+
+        rows = [
+            ("pull", t_pull, t_curl_pull),
+            ("push", t_push, t_curl_push),
+        ]
+        print(f"{'':6}{'corral':>16}{'curl':>16}{'corral/curl':>14}")
+        for what, ours, theirs in rows:
+            print(
+                f"{what:6}{mb / ours:11.0f} MB/s{mb / theirs:11.0f} MB/s{theirs / ours:13.2f}x"
+                f"   ({ours:.2f}s vs {theirs:.2f}s)"
+            )
+        print(f"create FROM a {mb:.0f} MB GGUF path: {t_create:.2f}s ({mb / t_create:.0f} MB/s)")
+        print(f"create FROM an existing model:      {t_create_name:.3f}s")
+    finally:
+        for process in (server, registry):
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
