@@ -501,8 +501,6 @@ class Manage:
 
     async def pull(self, request: Request) -> Response:
         req = await parse_body(request, PullRequest)
-        if not req.target:
-            raise BadRequestError("model is required")
         raw = req.target
         insecure = req.insecure
         if raw.startswith("http://") and not insecure:
