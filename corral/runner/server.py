@@ -6,7 +6,7 @@ parent knows where to connect, then loads the model while ``/health`` answers ``
 
 Routes (JSON in, JSON or NDJSON out; every response closes its connection):
   GET  /health      {"status": "loading"|"ok"|"error", "error"?, "slots_busy", "n_ctx", ...}
-  POST /completion  {"prompt"|"tokens", "options", "format"?, "return_tokens"?}
+  POST /completion  {"prompt"|"tokens", "options", "format"?, "wrap"?, "return_tokens"?}
                     → NDJSON: {"content"} ... {"done": true, "done_reason", stats...}
   POST /tokenize    {"content", "add_special"?} → {"tokens": [...]}
   POST /detokenize  {"tokens": [...]} → {"content": "..."}
@@ -145,8 +145,14 @@ class RunnerServer:
             if grammar is None:
                 raise HTTPError(400, f'invalid format: "{fmt}"; expected "json"')
         elif grammar is None and isinstance(fmt, dict):
+            # "wrap": literal text around the document (a forced tool call's tags)
+            wrap = payload.get("wrap") or ["", ""]
+            if not (
+                isinstance(wrap, list) and len(wrap) == 2 and all(isinstance(w, str) for w in wrap)
+            ):
+                raise HTTPError(400, "wrap must be a list of two strings")
             try:
-                grammar = schema_to_grammar(fmt)
+                grammar = schema_to_grammar(fmt, prefix=wrap[0], suffix=wrap[1])
             except SchemaError as exc:
                 raise HTTPError(400, f"invalid JSON schema in format: {exc}") from exc
         if grammar is not None and not isinstance(grammar, str):

@@ -23,6 +23,7 @@ from corral.scheduler import Scheduler
 from corral.server import embed as embed_routes
 from corral.server.manage import Manage
 from corral.server.middleware import GuardMiddleware, default_origins
+from corral.server.openai import OpenAI, openai_errors
 from corral.server.routes import Api
 from corral.store import ModelStore
 
@@ -50,6 +51,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     logger.error("%s %s crashed", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"error": f"internal error: {exc}"}, status_code=500)
+
+
+def _openai_routes(api: Api) -> list[Route]:
+    embed = getattr(embed_routes, "embed_texts", None)
+    v1 = OpenAI(api, embed)
+    return [
+        Route("/v1/chat/completions", openai_errors(v1.chat_completions), methods=["POST"]),
+        Route("/v1/completions", openai_errors(v1.completions), methods=["POST"]),
+        Route("/v1/models", openai_errors(v1.models), methods=["GET"]),
+        Route("/v1/models/{model:path}", openai_errors(v1.model), methods=["GET"]),
+        Route("/v1/embeddings", openai_errors(v1.embeddings), methods=["POST"]),
+    ]
 
 
 def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler) -> Starlette:
@@ -81,6 +94,7 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler) -> S
         Route("/api/embed", embed_routes.embed, methods=["POST"]),
         Route("/api/embeddings", embed_routes.embeddings, methods=["POST"]),
         Route("/metrics", api.metrics.endpoint, methods=["GET"]),
+        *_openai_routes(api),
     ]
     app = Starlette(
         routes=routes,

@@ -37,6 +37,10 @@ class ToolPlan:
     forced_schema: dict[str, Any] | None = None  # a call the grammar forces
     wrap: tuple[str, str] = ("", "")
 
+    def opens_call(self, prompt: str) -> bool:
+        """The prompt ends with the call prefix: the template makes the model call a tool."""
+        return bool(self.tools and self.fmt.prefix) and prompt.rstrip().endswith(self.fmt.prefix)
+
 
 def tool_call_id() -> str:
     return "call_" + secrets.token_hex(4)
@@ -123,7 +127,8 @@ class OutputShaper:
             self._thinking = ThinkingParser(tags, opened=opened)
         self._tools: ToolCallParser | None = None
         if plan is not None and plan.tools:
-            self._tools = ToolCallParser(plan.fmt, tool_names(plan.tools))
+            opened = plan.opens_call(prompt)
+            self._tools = ToolCallParser(plan.fmt, tool_names(plan.tools), opened=opened)
         self.calls = 0
 
     @property

@@ -146,12 +146,14 @@ class ToolCallParser:
     shown now and the calls completed now, each ``{"name", "arguments"}``.
     """
 
-    def __init__(self, fmt: ToolFormat, names: set[str]) -> None:
+    def __init__(self, fmt: ToolFormat, names: set[str], *, opened: bool = False) -> None:
+        """``opened``: the prompt itself ends with the call's prefix (a template that makes
+        the model call a tool), so the answer starts inside a call."""
         self._prefix = fmt.prefix
         self._suffix = fmt.suffix
         self._names = names
         self._buffer = ""
-        self._in_call = False
+        self._in_call = opened and bool(fmt.prefix)
         self._seen_text = False  # bare-JSON formats: a call must open the answer
         self._done = False  # bare-JSON format and the answer is plain text
         self.calls = 0
@@ -231,9 +233,16 @@ class ToolCallParser:
             return buffer, False
         at = buffer.find(self._prefix)
         if at >= 0:
+            # the blank text just before a call is layout, not part of the answer
             self._buffer = buffer[at + len(self._prefix) :]
-            return buffer[:at], True
-        hold = 0 if final else _partial_suffix(buffer, self._prefix)
+            return buffer[:at].rstrip(), True
+        if final:
+            self._buffer = ""
+            return buffer, False
+        # Hold what may start a call (a partial tag) and the blank text before it.
+        hold = _partial_suffix(buffer, self._prefix)
+        body = buffer[: len(buffer) - hold]
+        hold += len(body) - len(body.rstrip())
         self._buffer = buffer[len(buffer) - hold :] if hold else ""
         return buffer[: len(buffer) - hold], False
 

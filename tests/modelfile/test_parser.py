@@ -121,9 +121,7 @@ def test_quote_round_trips(value: str) -> None:
     assert parse_modelfile(f"FROM x\nSYSTEM {quote(value)}").commands[1].value == value
 
 
-_values = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40
-)
+_values = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=40)
 _keys = st.sampled_from(sorted(k for k, kind in OPTION_KINDS.items() if kind == "strs"))
 
 
