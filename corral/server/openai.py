@@ -255,14 +255,15 @@ class OpenAI:
         )
 
 
-def _embedding_inputs(value: Any) -> list[str] | list[list[int]]:
+def _embedding_inputs(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     if isinstance(value, list) and value:
         if all(isinstance(v, str) for v in value):
             return list(value)
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            return [list(value)]
-        if all(isinstance(v, list) and v and all(isinstance(t, int) for t in v) for v in value):
-            return [list(v) for v in value]
+        if all(isinstance(v, int | list) for v in value):
+            raise BadRequestError(
+                "token arrays are not supported as input: send the text (a string or a list"
+                " of strings)"
+            )
     raise BadRequestError("invalid input")

@@ -4,6 +4,7 @@ pattern Open WebUI sends (many tools, a title request running beside the answer)
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -67,6 +68,14 @@ def _create(server: ServerProcess, name: str, template: str) -> None:
         timeout=120,
     )
     assert response.status_code == 200, response.text
+
+
+@pytest.fixture(autouse=True)
+def _collect_langchain_clients() -> Iterator[None]:
+    """LangChain's clients leave sockets to the garbage collector: collect them while this
+    module's warning filters apply, not during a later module's test."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="module")

@@ -336,3 +336,38 @@ def test_async_client(server: ServerProcess, smollm2: str) -> None:
 
     answers = asyncio.run(main())
     assert len(answers) == 3 and all(a.strip() for a in answers)
+
+
+def test_embeddings(server: ServerProcess, client: openai.OpenAI) -> None:
+    pulled = httpx.post(
+        server.url + "/api/pull", json={"model": "all-minilm", "stream": False}, timeout=300
+    )
+    assert pulled.status_code == 200, pulled.text
+    result = client.embeddings.create(
+        model="all-minilm", input=["A cat sits on the mat.", "A kitten rests on a rug.", "Tax law."]
+    )
+    assert result.object == "list" and result.model == "all-minilm"
+    vectors = [d.embedding for d in result.data]
+    assert [d.index for d in result.data] == [0, 1, 2]
+    assert all(len(v) == 384 for v in vectors)
+
+    def cos(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
+    assert result.usage.prompt_tokens > 0
+    # the SDK asks for base64 by default when numpy is there; ask for it explicitly too
+    encoded = client.embeddings.create(
+        model="all-minilm", input="A cat sits on the mat.", encoding_format="base64"
+    )
+    assert abs(cos(list(encoded.data[0].embedding), vectors[0]) - 1) < 1e-5
+    short = client.embeddings.create(model="all-minilm", input="hello", dimensions=64)
+    assert len(short.data[0].embedding) == 64
+    bad = httpx.post(
+        server.url + "/v1/embeddings",
+        json={"model": "all-minilm", "input": "x", "encoding_format": "int8"},
+    )
+    assert bad.status_code == 400
+    assert bad.json()["error"]["message"].startswith("Invalid value for 'encoding_format'")
+    empty = httpx.post(server.url + "/v1/embeddings", json={"model": "all-minilm", "input": []})
+    assert empty.status_code == 400 and empty.json()["error"]["message"] == "invalid input"
