@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from corral.api.options import Options  # noqa: E402
 from corral.config import Settings  # noqa: E402
+from corral.estimate import Estimate  # noqa: E402
 from corral.runner.client import RunnerConfig  # noqa: E402
 from corral.scheduler import ModelSpec, RunnerLike, Scheduler  # noqa: E402
 
@@ -59,7 +60,9 @@ async def overhead(iterations: int = 20000) -> float:
     async def factory(config: RunnerConfig) -> RunnerLike:
         return _Fake(config)
 
-    scheduler = Scheduler(Settings(num_parallel=1), factory, estimate_bytes=lambda c: 0)
+    scheduler = Scheduler(
+        Settings(num_parallel=1), factory, estimator=lambda c, s: Estimate.on_cpu(0)
+    )
     spec = ModelSpec("m", "m", "0" * 64, "/nonexistent.gguf", 1)
     options = Options.merged({})
     async with scheduler.acquire(spec, options, None):

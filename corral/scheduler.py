@@ -10,9 +10,16 @@ Handlers call ``async with scheduler.acquire(model, options, keep_alive) as ref`
   unloads at once, ``FOREVER`` never), and a request overwrites the runner's keep-alive;
 - at most ``max_loaded`` runners: the idle one expiring soonest is evicted first; if every one
   is busy the load waits until one is released;
+- memory: before each load the machine is asked again (``system``: free system memory and
+  each GPU's free memory) and the estimator places the model's layers; a model that does not
+  fit whole (every layer on a GPU where there are GPUs, its system memory free) evicts others
+  first, and after evicting one that had GPU memory the load waits (up to 5 s) for the GPU
+  to report that memory free again. With nothing left to evict it loads as well as it can
+  (part of the layers on the CPU), or fails with how much was needed and how much is free;
 - a runner that died is dropped and loaded again on the next request.
 
-The factory that starts runners is injected (``runner_factory``), so tests can use fakes.
+The factory that starts runners (``runner_factory``), the machine (``system``) and the
+estimator are injected, so tests can use fakes.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import logging
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,7 +44,8 @@ from corral.errors import (
     RequestCanceledError,
     ServerBusyError,
 )
-from corral.hardware import SystemMemory, system_memory
+from corral.estimate import Estimate, LoadRequest
+from corral.hardware import SystemInfo, cpu_info, system_memory
 from corral.runner.client import RunnerConfig
 
 __all__ = ["LoadedModel", "ModelSpec", "RunnerLike", "Scheduler", "SchedulerStats"]
@@ -99,7 +107,16 @@ class LoadedModel:
     draining: bool = False  # finishing its requests so another model can take its place
     reserved: int = 0  # requests that waited for this load and have not taken it yet
     load_duration: float = 0.0
-    size_bytes: int = 0  # estimated memory of the runner with its context
+    estimate: Estimate = field(default_factory=lambda: Estimate.on_cpu(0))
+
+    @property
+    def size_bytes(self) -> int:
+        """Estimated memory of the runner with its context, GPUs and system together."""
+        return self.estimate.total_bytes
+
+    @property
+    def size_vram(self) -> int:
+        return self.estimate.vram_bytes
 
     @property
     def key(self) -> str:
@@ -120,17 +137,23 @@ class Scheduler:
         runner_factory: RunnerFactory,
         *,
         max_loaded: int | None = None,
-        memory: Callable[[], SystemMemory] = system_memory,
-        estimate_bytes: Callable[[RunnerConfig], int] | None = None,
+        system: Callable[[], SystemInfo] | None = None,
+        estimator: Callable[[RunnerConfig, SystemInfo], Estimate] | None = None,
     ) -> None:
         self.settings = settings
         self._factory = runner_factory
-        self._memory = memory
-        self._estimate = estimate_bytes or _estimate_runner
-        self._max_loaded = max_loaded or settings.max_loaded_models or 3
+        self._system = system or _CpuOnly()
+        self._estimate = estimator or self._estimate_runner
+        self._last_system = self._system()
+        gpus = len(self._last_system.gpus)
+        self._max_loaded = max_loaded or settings.max_loaded_models or 3 * max(gpus, 1)
         self._loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task[LoadedModel]] = {}
-        self._reserved: set[str] = set()  # loads past _make_room, not yet in _loaded
+        # loads past _make_room, not yet in _loaded, with the memory they were given
+        self._reserved: dict[str, Estimate] = {}
+        # loads that evicted a runner and have yet to take its place: the freed room is
+        # theirs, not that of a load that happens to look first
+        self._claims: dict[str, Estimate] = {}
         self._pending = 0
         self._load_waiters: dict[str, int] = {}
         self.stats = SchedulerStats()
@@ -158,15 +181,13 @@ class Scheduler:
         if train and num_ctx > train:
             num_ctx = train
         parallel = options.num_parallel or self.settings.num_parallel
-        if parallel <= 0:
-            parallel = estimate.auto_parallel(spec.model_path, num_ctx, self.settings.kv_cache_type)
-        return RunnerConfig(
+        config = RunnerConfig(
             model_path=spec.model_path,
             num_ctx=max(num_ctx, 4),
-            num_parallel=parallel,
+            num_parallel=max(parallel, 1),
             num_batch=max(options.num_batch, 1),
             num_thread=options.num_thread or self.settings.num_thread,
-            num_gpu_layers=0,
+            num_gpu=options.num_gpu,
             main_gpu=options.main_gpu,
             use_mmap=options.use_mmap if options.use_mmap is not None else True,
             flash_attention=self.settings.flash_attention,
@@ -175,6 +196,38 @@ class Scheduler:
             # CPU runners take turns per decode step (see runner.engine._FileTurn)
             cpu_lock_path=str(Path(tempfile.gettempdir()) / "corral-cpu.lock"),
         )
+        if parallel <= 0:
+            config = replace(config, num_parallel=self._auto_parallel(config))
+        return config
+
+    def _load_request(self, config: RunnerConfig) -> LoadRequest:
+        return LoadRequest(
+            num_ctx=config.num_ctx,
+            num_parallel=config.num_parallel,
+            num_batch=config.num_batch,
+            num_gpu=config.num_gpu,
+            kv_cache_type=config.kv_cache_type,
+            flash_attention=config.flash_attention,
+            embedding=config.embedding,
+            spread=self.settings.sched_spread,
+        )
+
+    def _auto_parallel(self, config: RunnerConfig) -> int:
+        """4 where the model with 4 slots fits the machine as last seen, else 1 (Ollama)."""
+        try:
+            return estimate.auto_parallel(
+                config.model_path, self._load_request(config), self._last_system
+            )
+        except CorralError:
+            return 1  # unreadable GGUF: the runner's own load error will say why
+
+    def _estimate_runner(self, config: RunnerConfig, system: SystemInfo) -> Estimate:
+        try:
+            return estimate.estimate(
+                config.model_path, self._load_request(config), system.gpus, system.cpu
+            )
+        except CorralError:
+            return Estimate.on_cpu(0)  # unreadable GGUF: the runner's load error says why
 
     @property
     def pending(self) -> int:
@@ -295,13 +348,18 @@ class Scheduler:
     async def _load(
         self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None
     ) -> LoadedModel:
-        need = await self._make_room(spec, config)
-        self._reserved.add(spec.model_path)
+        plan = await self._make_room(spec, config)
+        placed = replace(
+            config,
+            num_gpu_layers=plan.gpu_layers,
+            gpu_ids=plan.gpu_ids,
+            tensor_split=plan.tensor_split,
+        )
+        self._reserved[spec.model_path] = plan
         try:
-            entry = await self._start(spec, config, keep_alive)
+            entry = await self._start(spec, placed, keep_alive, plan)
         finally:
-            self._reserved.discard(spec.model_path)
-        entry.size_bytes = need
+            self._reserved.pop(spec.model_path, None)
         await self._notify()
         # Nobody may be using it yet (all requesters cancelled): start its keep-alive now;
         # the next _use cancels the timer.
@@ -309,15 +367,16 @@ class Scheduler:
         return entry
 
     async def _start(
-        self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None
+        self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None, plan: Estimate
     ) -> LoadedModel:
         started = time.monotonic()
         logger.info(
-            "loading model %s (%s, ctx %d x %d parallel)",
+            "loading model %s (%s, ctx %d x %d parallel): %s",
             spec.name,
             spec.model_path,
             config.num_ctx,
             config.num_parallel,
+            _describe(plan),
         )
         try:
             runner = await self._factory(config)
@@ -332,6 +391,7 @@ class Scheduler:
             loaded_at=time.time(),
             keep_alive=self.settings.keep_alive_seconds if keep_alive is None else keep_alive,
             load_duration=time.monotonic() - started,
+            estimate=plan,
         )
         if self._closed:
             await runner.stop()
@@ -343,35 +403,73 @@ class Scheduler:
         logger.info("loaded model %s in %.2fs (pid %d)", spec.name, entry.load_duration, runner.pid)
         return entry
 
-    def _free_bytes(self) -> int:
-        """Memory a new runner may use: what the OS reports, less what loaded runners were
-        promised but have not touched yet (their KV cache fills in as they work)."""
-        memory = self._memory()
-        promised = sum(e.size_bytes for e in self._loaded.values() if not e.unloading)
-        return max(min(memory.free_bytes, memory.total_bytes - promised), 0)
+    def _held(self, path: str) -> list[Estimate]:
+        """Room held by other loads: started (reserved) or promised after an eviction."""
+        held = [plan for key, plan in self._reserved.items() if key != path]
+        held += [plan for key, plan in self._claims.items() if key != path]
+        return held
 
-    async def _make_room(self, spec: ModelSpec, config: RunnerConfig) -> int:
-        """Evict until the model fits (count and memory); return its estimated size."""
-        need = self._estimate(config)
+    def _available(self, system: SystemInfo, path: str) -> SystemInfo:
+        """``system`` less what loaded runners were promised but have not taken yet.
+
+        System memory: a runner's weights are mapped and its compute buffers touched as it
+        works, so the OS's free figure lags behind; the estimates of loaded runners are
+        taken off the total instead, whichever is smaller. GPU memory is allocated whole
+        at load, so only loads still starting are taken off each GPU's free figure.
+        Synchronous on purpose: the decision built on it and the reservation that follows
+        happen with no await in between, so two loads never count the same bytes.
+        """
+        held = self._held(path)
+        promised = sum(e.estimate.ram_bytes for e in self._loaded.values() if not e.unloading)
+        promised += sum(p.ram_bytes for p in held)
+        memory = system.memory
+        free = max(min(memory.free_bytes, memory.total_bytes - promised), 0)
+        starting: dict[str, int] = {}
+        for plan in held:
+            for gpu_id, size in zip(plan.gpu_ids, plan.gpu_bytes, strict=True):
+                starting[gpu_id] = starting.get(gpu_id, 0) + size
+        gpus = tuple(
+            replace(g, free_bytes=max(g.free_bytes - starting.get(g.id, 0), 0)) for g in system.gpus
+        )
+        return replace(system, gpus=gpus, memory=replace(memory, free_bytes=free))
+
+    async def _refresh_system(self) -> SystemInfo:
+        system = await asyncio.to_thread(self._system)
+        self._last_system = system
+        return system
+
+    async def _make_room(self, spec: ModelSpec, config: RunnerConfig) -> Estimate:
+        """Evict until the model fits (count and memory); return where it goes."""
         drained: list[LoadedModel] = []
+        path = spec.model_path
         try:
             while True:
+                fresh = await self._refresh_system()
+                # From here to the reservation in _load: no await (see _available).
                 # Loads still waiting here do not count, or two would wait for each other.
-                count_ok = len(self._loaded) + len(self._reserved) < self._max_loaded
-                free = self._free_bytes()
-                if count_ok and need <= free:
-                    return need
-                if not await self._evict_one(spec, need, free, count_ok, drained):
+                held = self._held(path)
+                count_ok = len(self._loaded) + len(held) < self._max_loaded
+                system = self._available(fresh, path)
+                plan = self._estimate(config, system)
+                if count_ok and estimate.fits(plan, system, wanted_gpu_layers=config.num_gpu):
+                    return plan
+                alone = not self._loaded and not held
+                if alone and plan.ram_bytes <= system.memory.free_bytes:
+                    return plan  # nothing left to evict: part of it on the CPU is the best
+                if await self._evict_one(spec, plan, system, count_ok, drained):
+                    self._claims[path] = plan
+                else:
                     await self._wait_for_change()
         finally:
+            self._claims.pop(path, None)
             for entry in drained:
                 entry.draining = False
 
     async def _evict_one(
         self,
         spec: ModelSpec,
-        need: int,
-        free: int,
+        plan: Estimate,
+        system: SystemInfo,
         count_ok: bool,
         drained: list[LoadedModel],
     ) -> bool:
@@ -381,18 +479,22 @@ class Scheduler:
         starve a request for another model that waits for its place (Ollama's loop can).
         """
         victim = self._pick_victim()
+        free = system.memory.free_bytes
         if victim is not None:
             cause = (
                 f"max loaded models {self._max_loaded}"
                 if not count_ok
-                else f"needs {_gib(need)}, {_gib(free)} free"
+                else f"needs {_describe(plan)}; {_gib(free)} system memory free"
+                + "".join(f", {g.id} {_gib(g.usable_bytes)} usable" for g in system.gpus)
             )
             logger.info("evicting %s to load %s (%s)", victim.spec.name, spec.name, cause)
             await self._unload(victim, reason=f"evicted for {spec.name}")
+            await self._wait_for_gpu_recovery(victim)
             return True
-        if not self._loaded and not self._reserved:
+        if not self._loaded and not self._held(spec.model_path):
             raise InsufficientMemoryError(
-                f"model requires more system memory ({_gib(need)}) than is available ({_gib(free)})"
+                f"model requires more system memory ({_gib(plan.ram_bytes)}) than is available"
+                f" ({_gib(free)})"
             )
         busy = [e for e in self._loaded.values() if not e.unloading and not e.draining]
         if busy and not any(e.draining for e in self._loaded.values()):
@@ -403,6 +505,27 @@ class Scheduler:
                 "waiting for %s to finish its requests to load %s", chosen.spec.name, spec.name
             )
         return False
+
+    async def _wait_for_gpu_recovery(self, victim: LoadedModel, seconds: float = 5.0) -> None:
+        """After unloading a runner that had GPU memory, wait until the GPUs report most of
+        it free again (the driver frees a dead process's memory a little later), as Ollama's
+        ``waitForVRAMRecovery``; give up after ``seconds``."""
+        plan = victim.estimate
+        if not plan.vram_bytes:
+            return
+        before = {g.id: g.free_bytes for g in self._last_system.gpus}
+        wanted = {
+            gpu_id: before.get(gpu_id, 0) + int(size * 0.75)
+            for gpu_id, size in zip(plan.gpu_ids, plan.gpu_bytes, strict=True)
+        }
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            system = await self._refresh_system()
+            free = {g.id: g.free_bytes for g in system.gpus}
+            if all(free.get(gpu_id, 0) >= need for gpu_id, need in wanted.items()):
+                return
+            await asyncio.sleep(0.05)
+        logger.info("GPU memory of %s did not come back within %.0fs", victim.spec.name, seconds)
 
     def _pick_victim(self) -> LoadedModel | None:
         # A runner still reserved for the requests that waited on its load is not idle.
@@ -490,17 +613,32 @@ class Scheduler:
                     await self._changed.wait()
 
 
-def _estimate_runner(config: RunnerConfig) -> int:
-    try:
-        return estimate.estimate_bytes(
-            config.model_path, config.num_ctx, config.num_parallel, config.kv_cache_type
-        )
-    except CorralError:
-        return 0  # unreadable GGUF: the runner's own load error will say why
+class _CpuOnly:
+    """The machine as a scheduler without GPU discovery sees it: the CPU and its memory."""
+
+    def __init__(self) -> None:
+        self._cpu = cpu_info()
+
+    def __call__(self) -> SystemInfo:
+        return SystemInfo(gpus=(), cpu=self._cpu, memory=system_memory())
 
 
 def _gib(size: int) -> str:
     return f"{size / 2**30:.1f} GiB"
+
+
+def _describe(plan: Estimate) -> str:
+    """One line of where a model goes: layers on GPUs, bytes on each device."""
+    parts = [f"{_gib(plan.ram_bytes)} system memory"]
+    if plan.layers:
+        parts.insert(0, f"{plan.gpu_layers}/{plan.layers} layers on GPU")
+    parts += [
+        f"{gpu_id} {_gib(size)} ({layers} layers)"
+        for gpu_id, size, layers in zip(
+            plan.gpu_ids, plan.gpu_bytes, plan.tensor_split, strict=True
+        )
+    ]
+    return ", ".join(parts)
 
 
 def _compatible(loaded: RunnerConfig, wanted: RunnerConfig) -> bool:
@@ -517,7 +655,7 @@ def _compatible(loaded: RunnerConfig, wanted: RunnerConfig) -> bool:
         and loaded.num_thread == wanted.num_thread
         and loaded.use_mmap == wanted.use_mmap
         and loaded.num_parallel == wanted.num_parallel
-        and loaded.num_gpu_layers == wanted.num_gpu_layers
+        and loaded.num_gpu == wanted.num_gpu
         and loaded.main_gpu == wanted.main_gpu
     )
 

@@ -21,7 +21,8 @@ from corral.errors import (
     RunnerError,
     ServerBusyError,
 )
-from corral.hardware import SystemMemory
+from corral.estimate import Estimate
+from corral.hardware import CpuInfo, GpuInfo, SystemInfo, SystemMemory
 from corral.runner.client import RunnerConfig
 from corral.scheduler import LoadedModel, ModelSpec, RunnerLike, Scheduler
 
@@ -80,15 +81,19 @@ class FakeFactory:
         return [r for r in self.runners if r.config.model_path == spec.model_path]
 
 
+CPU = CpuInfo("fake", 2, 2, 2.0, ("avx2",))
+
+
 class FakeMemory:
-    """System memory that shrinks by the size of every live fake runner."""
+    """A CPU-only machine whose memory shrinks by the size of every live fake runner."""
 
     def __init__(self, factory: FakeFactory, total: int, sizes: dict[str, int]) -> None:
         self.factory, self.total, self.sizes = factory, total, sizes
 
-    def __call__(self) -> SystemMemory:
+    def __call__(self) -> SystemInfo:
         used = sum(self.sizes[r.config.model_path] for r in self.factory.runners if r.alive)
-        return SystemMemory(total_bytes=self.total, free_bytes=self.total - used)
+        memory = SystemMemory(total_bytes=self.total, free_bytes=self.total - used)
+        return SystemInfo(gpus=(), cpu=CPU, memory=memory)
 
 
 GIB = 2**30
@@ -142,9 +147,9 @@ class Harness:
         settings = Settings(num_parallel=1).with_changes(**changes)
         extra: dict[str, Any] = {}
         if memory is not None:
-            extra["memory"] = memory
+            extra["system"] = memory
         if sizes is not None:
-            extra["estimate_bytes"] = lambda config: sizes[config.model_path]
+            extra["estimator"] = lambda config, system: Estimate.on_cpu(sizes[config.model_path])
         scheduler = Scheduler(settings, self.factory, max_loaded=max_loaded, **extra)
         self.schedulers.append(scheduler)
         return scheduler
@@ -219,6 +224,8 @@ async def test_concurrent_acquires_share_one_load(harness: Harness) -> None:
     gate = harness.factory.hang()
     one, two = harness.hold(scheduler, A), harness.hold(scheduler, A)
     await wait_until(lambda: scheduler._pending == 2, "both requests to wait")
+    await wait_until(lambda: harness.factory.calls == 1, "the one load to start")
+    await settle()
     assert harness.factory.calls == 1
     gate.set()
     await wait_until(lambda: one.got and two.got, "both requests to get the runner")
@@ -643,7 +650,8 @@ async def test_burst_for_a_loaded_model_does_not_starve_another(harness: Harness
     first = harness.hold(scheduler, A)
     await wait_until(lambda: first.got, "a to load")
     waiting_b = harness.hold(scheduler, B)
-    await settle()
+    # b's load asks the machine for its memory (in a thread), then has a drain
+    await wait_until(lambda: scheduler.loaded_now()[0].draining, "a to drain for b")
     assert not waiting_b.got
     burst = [harness.hold(scheduler, A) for _ in range(5)]
     await settle()
@@ -656,3 +664,160 @@ async def test_burst_for_a_loaded_model_does_not_starve_another(harness: Harness
     for holder in burst:
         await holder.release()
     assert len(harness.factory.runners_for(A)) == 2
+
+
+# ---- GPUs ------------------------------------------------------------------------------------
+
+MIB = 2**20
+
+
+class FakeGpuMachine:
+    """One fake GPU whose free memory shrinks by the VRAM of every live fake runner on it.
+
+    A stopped runner's memory comes back only after ``lag`` more refreshes (the driver frees
+    a dead process's memory a little later), which is what the recovery wait is for.
+    """
+
+    def __init__(self, factory: FakeFactory, total_gib: float, lag: int = 0) -> None:
+        self.factory, self.total, self.lag = factory, int(total_gib * GIB), lag
+        self.refreshes = 0
+        self._freed_at: dict[int, int] = {}  # runner pid -> refresh at which it is free
+
+    def vram_of(self, runner: FakeRunner) -> int:
+        return runner.config.num_gpu_layers * 100 * MIB
+
+    def __call__(self) -> SystemInfo:
+        self.refreshes += 1
+        used = 0
+        for runner in self.factory.runners:
+            if not runner.alive:
+                freed = self._freed_at.setdefault(runner.pid, self.refreshes + self.lag)
+                if self.refreshes >= freed:
+                    continue
+            used += self.vram_of(runner)
+        gpu = GpuInfo(
+            id="GPU-fake",
+            index=0,
+            name="fake",
+            compute="8.6",
+            driver="12.4",
+            total_bytes=self.total,
+            free_bytes=self.total - used,
+            minimum_bytes=0,
+        )
+        memory = SystemMemory(total_bytes=64 * GIB, free_bytes=64 * GIB)
+        return SystemInfo(gpus=(gpu,), cpu=CPU, memory=memory)
+
+
+def layered_estimator(layers: dict[str, int]) -> Any:
+    """Each model has ``layers[path]`` layers of 100 MiB; as many as fit go to the GPU."""
+
+    def plan(config: RunnerConfig, system: SystemInfo) -> Estimate:
+        total = layers[config.model_path]
+        wanted = total if config.num_gpu < 0 else min(config.num_gpu, total)
+        on_gpu = 0
+        gpus: tuple[GpuInfo, ...] = system.gpus
+        if gpus:
+            on_gpu = min(wanted, gpus[0].usable_bytes // (100 * MIB))
+        return Estimate(
+            layers=total,
+            gpu_layers=on_gpu,
+            gpu_ids=(gpus[0].id,) if on_gpu else (),
+            tensor_split=(on_gpu,) if on_gpu else (),
+            gpu_bytes=(on_gpu * 100 * MIB,) if on_gpu else (),
+            ram_bytes=(total - on_gpu) * 100 * MIB + 50 * MIB,
+        )
+
+    return plan
+
+
+def gpu_harness(
+    harness: Harness, total_gib: float, lag: int = 0, **layers: int
+) -> tuple[Scheduler, FakeGpuMachine]:
+    machine = FakeGpuMachine(harness.factory, total_gib, lag)
+    sizes = {f"/models/blobs/{name}.gguf": count for name, count in layers.items()}
+    settings = Settings(num_parallel=1)
+    scheduler = Scheduler(
+        settings, harness.factory, system=machine, estimator=layered_estimator(sizes)
+    )
+    harness.schedulers.append(scheduler)
+    return scheduler, machine
+
+
+async def test_a_model_that_fits_goes_whole_to_the_gpu(harness: Harness) -> None:
+    scheduler, _ = gpu_harness(harness, total_gib=4, a=10)
+    async with scheduler.acquire(A, options(), None) as entry:
+        assert entry.config.num_gpu_layers == 10
+        assert entry.config.gpu_ids == ("GPU-fake",)
+        assert entry.config.tensor_split == (10,)
+        assert entry.size_vram == 1000 * MIB
+        assert entry.size_bytes == 1050 * MIB
+
+
+async def test_max_loaded_models_defaults_to_three_per_gpu(harness: Harness) -> None:
+    scheduler, _ = gpu_harness(harness, total_gib=4, a=1)
+    assert scheduler._max_loaded == 3
+
+
+async def test_gpu_memory_evicts_an_idle_model_and_waits_for_it_to_come_back(
+    harness: Harness,
+) -> None:
+    scheduler, machine = gpu_harness(harness, total_gib=1.5, lag=3, a=10, b=10)
+    async with scheduler.acquire(A, options(), None):
+        pass
+    async with scheduler.acquire(B, options(), None) as entry:
+        assert entry.config.num_gpu_layers == 10, "b waited for a's memory, then fit whole"
+    assert harness.factory.runners_for(A)[0].stops == 1
+    assert scheduler.stats.evictions == 1
+    assert machine.refreshes >= 4, "the load polled until the memory came back"
+
+
+async def test_a_model_bigger_than_the_gpu_loads_partly_when_nothing_else_is_loaded(
+    harness: Harness,
+) -> None:
+    scheduler, _ = gpu_harness(harness, total_gib=1, a=30)
+    async with scheduler.acquire(A, options(), None) as entry:
+        assert entry.config.num_gpu_layers == 10
+        assert entry.size_vram == 1000 * MIB
+        assert entry.estimate.ram_bytes == 20 * 100 * MIB + 50 * MIB
+
+
+async def test_partial_fit_evicts_others_first(harness: Harness) -> None:
+    scheduler, _ = gpu_harness(harness, total_gib=2, a=5, b=18)
+    async with scheduler.acquire(A, options(), None):
+        pass
+    async with scheduler.acquire(B, options(), None) as entry:
+        assert entry.config.num_gpu_layers == 18
+    assert [e.spec.name for e in scheduler.loaded_now()] == ["b"]
+
+
+async def test_models_that_fit_the_gpu_together_stay_loaded(harness: Harness) -> None:
+    scheduler, _ = gpu_harness(harness, total_gib=2, a=5, b=5)
+    async with scheduler.acquire(A, options(), None):
+        pass
+    async with scheduler.acquire(B, options(), None) as entry:
+        assert entry.config.num_gpu_layers == 5
+    assert sorted(e.spec.name for e in scheduler.loaded_now()) == ["a", "b"]
+
+
+async def test_num_gpu_asks_for_a_reload_but_placement_alone_does_not(harness: Harness) -> None:
+    scheduler, _ = gpu_harness(harness, total_gib=2, a=10, b=5)
+    async with scheduler.acquire(A, options(), None):
+        pass
+    async with scheduler.acquire(B, options(), None):
+        pass
+    # a loaded with every layer; free memory has changed since, which must not reload it
+    async with scheduler.acquire(A, options(), None) as entry:
+        assert entry.config.num_gpu_layers == 10
+    assert len(harness.factory.runners_for(A)) == 1
+    async with scheduler.acquire(A, options(num_gpu=3), None) as entry:
+        assert entry.config.num_gpu_layers == 3
+    assert len(harness.factory.runners_for(A)) == 2
+
+
+async def test_num_gpu_zero_keeps_a_model_on_the_cpu(harness: Harness) -> None:
+    scheduler, _ = gpu_harness(harness, total_gib=4, a=10)
+    async with scheduler.acquire(A, options(num_gpu=0), None) as entry:
+        assert entry.config.num_gpu_layers == 0
+        assert entry.config.gpu_ids == ()
+        assert entry.size_vram == 0

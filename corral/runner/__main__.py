@@ -29,6 +29,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--n-gpu-layers", type=int, default=0)
     parser.add_argument("--main-gpu", type=int, default=0)
+    parser.add_argument(
+        "--tensor-split", default="", help="layers (or fractions) per visible GPU, comma list"
+    )
     parser.add_argument("--no-mmap", action="store_true")
     parser.add_argument("--flash-attn", action="store_true")
     parser.add_argument("--kv-cache-type", default="f16")
@@ -62,6 +65,15 @@ def _install_llama_log(verbose: bool) -> Any:
     return _callback  # the caller keeps it referenced: a collected callback crashes
 
 
+def _split(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise SystemExit(
+            f"error: --tensor-split must be numbers separated by commas: {text!r}"
+        ) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
@@ -79,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         n_threads=args.threads,
         n_gpu_layers=args.n_gpu_layers,
         main_gpu=args.main_gpu,
+        tensor_split=_split(args.tensor_split),
         use_mmap=not args.no_mmap,
         flash_attention=args.flash_attn,
         kv_cache_type=args.kv_cache_type,

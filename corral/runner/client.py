@@ -47,8 +47,11 @@ class RunnerConfig:
     num_parallel: int = 1
     num_batch: int = 512
     num_thread: int = 0
-    num_gpu_layers: int = 0
+    num_gpu: int = -1  # GPU layers asked for (-1: as many as fit); what a reload compares
+    num_gpu_layers: int = 0  # GPU layers placed by the estimate
     main_gpu: int = 0
+    gpu_ids: tuple[str, ...] = ()  # GPUs the runner may see (CUDA_VISIBLE_DEVICES)
+    tensor_split: tuple[int, ...] = ()  # layers on each of gpu_ids
     use_mmap: bool = True
     flash_attention: bool = False
     kv_cache_type: str = "f16"
@@ -78,6 +81,8 @@ class RunnerConfig:
             "--kv-cache-type",
             self.kv_cache_type,
         ]
+        if self.tensor_split:
+            args += ["--tensor-split", ",".join(str(n) for n in self.tensor_split)]
         if not self.use_mmap:
             args.append("--no-mmap")
         if self.flash_attention:
@@ -120,6 +125,9 @@ class RunnerClient:
         # of one runner steal the cores another runner decodes on (with the decode lock,
         # two SmolLM2 runners on 2 cores: 62 tok/s each instead of 34; one alone: same).
         env = {**os.environ, "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT", "1000")}
+        # The runner sees only the GPUs its layers were placed on (none for a CPU runner,
+        # so a CUDA build does not put work or buffers on GPUs the estimate left out).
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(config.gpu_ids)
         env.update(extra_env or {})
         try:
             process = await asyncio.create_subprocess_exec(

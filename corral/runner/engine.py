@@ -66,6 +66,7 @@ class EngineConfig:
     n_threads: int = 0
     n_gpu_layers: int = 0
     main_gpu: int = 0
+    tensor_split: tuple[float, ...] = ()
     use_mmap: bool = True
     flash_attention: bool = False
     kv_cache_type: str = "f16"
@@ -133,6 +134,7 @@ class Engine:
         self._vocab: Any = None
         self._memory: Any = None
         self._batch: Any = None
+        self._tensor_split: Any = None
         self._slots: list[_Slot] = []
         self._waiting: list[Task] = []
         self._can_shift = False
@@ -152,6 +154,10 @@ class Engine:
         model_params = llama.llama_model_default_params()
         model_params.n_gpu_layers = cfg.n_gpu_layers
         model_params.main_gpu = cfg.main_gpu
+        if cfg.tensor_split:
+            # llama.cpp reads one float per device it may use; the array must outlive the load
+            self._tensor_split = _tensor_split(cfg.tensor_split)
+            model_params.tensor_split = self._tensor_split
         if not cfg.use_mmap:
             model_params.load_mode = llama.LLAMA_LOAD_MODE_NONE
         model = llama.llama_model_load_from_file(cfg.model_path.encode(), model_params)
@@ -612,6 +618,11 @@ def _truncate_prompt(tokens: list[int], n_ctx: int, num_keep: int) -> list[int]:
     kept = tokens[:num_keep] + tokens[num_keep + erased_blocks * block :]
     logger.warning("input truncated: %d tokens to %d", len(tokens), len(kept))
     return kept
+
+
+def _tensor_split(split: tuple[float, ...]) -> Any:
+    count = max(int(llama.llama_max_devices()), len(split))
+    return (ctypes.c_float * count)(*split)
 
 
 def _default_threads() -> int:

@@ -36,9 +36,17 @@ class _SchedulerCollector(Collector):
         busy = GaugeMetricFamily(
             "corral_runner_requests", "Requests in progress per model", labels=["model"]
         )
+        memory = GaugeMetricFamily(
+            "corral_runner_memory_bytes",
+            "Estimated memory of each loaded runner, by model and device kind",
+            labels=["model", "device"],
+        )
         for entry in scheduler.loaded_now():
             busy.add_metric([entry.spec.name], entry.refcount)
+            memory.add_metric([entry.spec.name, "system"], entry.estimate.ram_bytes)
+            memory.add_metric([entry.spec.name, "gpu"], entry.size_vram)
         yield busy
+        yield memory
         stats = scheduler.stats
         yield CounterMetricFamily("corral_model_loads", "Runner loads", value=stats.loads)
         yield CounterMetricFamily(

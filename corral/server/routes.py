@@ -119,7 +119,7 @@ class Api:
                     "digest": spec.digest,
                     "details": spec.details,
                     "expires_at": entry.expires_at_wall().isoformat(),
-                    "size_vram": 0,
+                    "size_vram": entry.size_vram,
                     "context_length": entry.config.num_ctx,
                 }
             )

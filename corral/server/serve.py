@@ -17,6 +17,7 @@ import uvicorn
 from corral import __version__
 from corral.config import Settings
 from corral.errors import CorralError
+from corral.hardware import Hardware
 from corral.runner.client import RunnerClient, RunnerConfig
 from corral.scheduler import RunnerLike, Scheduler
 from corral.server.app import create_app
@@ -61,7 +62,12 @@ async def run_server(settings: Settings) -> None:
     async def start_runner(config: RunnerConfig) -> RunnerLike:
         return await RunnerClient.start(config, load_timeout=settings.load_timeout_seconds)
 
-    scheduler = Scheduler(settings, start_runner)
+    # Discovery before listening, as Ollama's GetGPUInfo: one line per compute device.
+    hardware = Hardware(settings)
+    system = await asyncio.to_thread(hardware.discover)
+    for line in system.log_lines():
+        logger.info("%s", line)
+    scheduler = Scheduler(settings, start_runner, system=hardware.refresh)
     app = create_app(settings, store, scheduler)
     host, port = settings.host.host, settings.host.port
     _check_port_free(host, port)
@@ -88,4 +94,7 @@ async def run_server(settings: Settings) -> None:
         settings.models_dir,
     )
     logger.info("server config %s", settings.describe())
-    await server.serve()
+    try:
+        await server.serve()
+    finally:
+        hardware.close()
