@@ -3,20 +3,54 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from typing import Any
 
 from rich.console import Console
 
-__all__ = ["err", "err_inline", "out", "print_json", "table", "write"]
+__all__ = [
+    "err",
+    "err_inline",
+    "err_write",
+    "out",
+    "print_json",
+    "stderr_is_terminal",
+    "stdout_is_terminal",
+    "table",
+    "terminal_columns",
+    "write",
+]
 
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def write(text: str) -> None:
-    """Raw streamed text (model output): no markup, flushed at once."""
+_GREY = "\x1b[90m"
+_BOLD = "\x1b[1m"
+_RESET = "\x1b[0m"
+
+
+def write(text: str, *, dim: bool = False, bold: bool = False) -> None:
+    """Raw streamed text (model output): no markup, flushed at once. ``dim``/``bold`` wrap
+    each piece in its own escape codes, so an interrupted stream never leaves the terminal
+    grey; the caller asks for them only when stdout is a terminal."""
+    if text and (dim or bold):
+        text = (_GREY if dim else "") + (_BOLD if bold else "") + text + _RESET
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def terminal_columns() -> int:
+    """Width of the terminal stdout shows on (80 where it cannot be told)."""
+    return shutil.get_terminal_size((80, 24)).columns
 
 
 def out(text: str = "") -> None:
@@ -39,6 +73,12 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
     for row in [headers, *rows]:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
         print("    ".join(cells).rstrip(), flush=True)
+
+
+def err_write(text: str) -> None:
+    """Raw text on stderr, no newline (a spinner frame, its erasure)."""
+    sys.stderr.write(text)
+    sys.stderr.flush()
 
 
 def err_inline(text: str) -> None:

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,10 @@ class ServerClient:
         except ValueError:
             return response.text
 
-    def stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def stream(self, path: str, body: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
+        """POST and yield each NDJSON event. Closing the generator (or an exception such as
+        Ctrl+C's ``KeyboardInterrupt`` inside the read) closes the HTTP stream, which is how
+        the server learns to stop generating."""
         try:
             with self._http.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:

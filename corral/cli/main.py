@@ -18,7 +18,11 @@ import typer
 
 from corral import __version__
 from corral.cli import _output as output
+from corral.cli.chat import ChatSettings, chat, parse_think
 from corral.cli.client import CliError, ServerClient, ServerDown
+from corral.cli.info import info as info_command
+from corral.cli.repl import OllamaHistory, Repl, history_path, preload
+from corral.cli.show import show_summary
 from corral.config import VARIABLES, Settings
 from corral.errors import ModelfileError
 from corral.modelfile import decode_modelfile, parse_modelfile, to_create_fields
@@ -283,13 +287,13 @@ def _transfer_progress(path: Path) -> Callable[[int, int], None]:
     return show
 
 
-def _ensure_model(client: ServerClient, model: str) -> None:
+def _ensure_model(client: ServerClient, model: str, *, insecure: bool = False) -> None:
     try:
         client.request("POST", "/api/show", {"model": model})
     except CliError as exc:
         if exc.status != 404:
             raise
-        _pull(client, model)
+        _pull(client, model, insecure=insecure)
 
 
 @app.command("run")
@@ -298,122 +302,51 @@ def run(
     prompt: Annotated[list[str] | None, typer.Argument(help="Prompt (else interactive)")] = None,
     format: Annotated[str, typer.Option("--format", help="Response format (e.g. json)")] = "",
     keepalive: Annotated[
-        str, typer.Option("--keepalive", help="How long to keep the model loaded")
+        str, typer.Option("--keepalive", help="How long to keep the model loaded (e.g. 5m)")
     ] = "",
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Show timings for the response")
     ] = False,
     nowordwrap: Annotated[bool, typer.Option("--nowordwrap", help="Don't wrap words")] = False,
+    think: Annotated[
+        str | None,
+        typer.Option(
+            "--think",
+            help="Thinking for models that support it: --think, or --think=high|medium|low|false",
+        ),
+    ] = None,
+    hidethinking: Annotated[
+        bool, typer.Option("--hidethinking", help="Hide the thinking text (if any)")
+    ] = False,
     insecure: Annotated[bool, typer.Option("--insecure", help="Use an insecure registry")] = False,
 ) -> None:
-    """Run a model: answer PROMPT, or chat interactively.
+    """Run a model: answer PROMPT, or chat interactively (type /? for help there).
 
     Examples: corral run smollm2:135m "Why is the sky blue?"; echo hi | corral run smollm2:135m
     """
+    settings = ChatSettings(
+        model=model,
+        format=format,
+        keep_alive=keepalive,
+        think=parse_think(think) if think is not None else None,
+        hide_thinking=hidethinking,
+        word_wrap=not nowordwrap,
+        verbose=verbose,
+    )
     client = _client(autostart=True)
-    _ensure_model(client, model)
+    _ensure_model(client, model, insecure=insecure)
     text = " ".join(prompt or [])
+    interactive = sys.stdin.isatty() and output.stdout_is_terminal()
     if not sys.stdin.isatty():
         piped = sys.stdin.read()
         text = f"{text}\n\n{piped}".strip() if text else piped.strip()
-    options: dict[str, Any] = {}
     if text:
-        _chat_once(
-            client, model, [{"role": "user", "content": text}], format, keepalive, verbose, options
-        )
-        return
-    _interactive(client, model, format, keepalive, verbose, options)
-
-
-def _chat_once(
-    client: ServerClient,
-    model: str,
-    messages: list[dict[str, Any]],
-    format: str,
-    keepalive: str,
-    verbose: bool,
-    options: dict[str, Any],
-) -> str:
-    body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
-    if format:
-        body["format"] = format
-    if keepalive:
-        body["keep_alive"] = keepalive
-    if options:
-        body["options"] = options
-    answer: list[str] = []
-    final: dict[str, Any] = {}
-    for event in client.stream("/api/chat", body):
-        piece = event.get("message", {}).get("content", "")
-        if piece:
-            answer.append(piece)
-            output.write(piece)
-        if event.get("done"):
-            final = event
-    output.write("\n")
-    if verbose:
-        _print_timings(final)
-    return "".join(answer)
-
-
-def _interactive(
-    client: ServerClient,
-    model: str,
-    format: str,
-    keepalive: str,
-    verbose: bool,
-    options: dict[str, Any],
-) -> None:
-    messages: list[dict[str, Any]] = []
-    output.err("Send a message (/? for help, /bye to leave)")
-    while True:
-        try:
-            line = input(">>> ")
-        except EOFError:
-            output.out()
-            return
-        except KeyboardInterrupt:
-            output.out()
-            continue
-        stripped = line.strip()
-        if not stripped:
-            continue
-        if stripped in {"/bye", "/exit"}:
-            return
-        if stripped in {"/?", "/help"}:
-            output.out("Available commands:\n  /clear  Clear session context\n  /bye  Exit")
-            continue
-        if stripped == "/clear":
-            messages.clear()
-            output.out("Cleared session context")
-            continue
-        messages.append({"role": "user", "content": line})
-        try:
-            answer = _chat_once(client, model, messages, format, keepalive, verbose, options)
-        except KeyboardInterrupt:
-            output.out()
-            messages.pop()
-            continue
-        messages.append({"role": "assistant", "content": answer})
-        output.out()
-
-
-def _print_timings(final: dict[str, Any]) -> None:
-    def seconds(key: str) -> float:
-        return float(final.get(key, 0)) / 1e9
-
-    def rate(count_key: str, duration_key: str) -> str:
-        duration = seconds(duration_key)
-        return f"{final.get(count_key, 0) / duration:.2f} tokens/s" if duration else "n/a"
-
-    output.err(f"total duration:       {seconds('total_duration'):.6f}s")
-    output.err(f"load duration:        {seconds('load_duration'):.6f}s")
-    output.err(f"prompt eval count:    {final.get('prompt_eval_count', 0)} token(s)")
-    output.err(f"prompt eval duration: {seconds('prompt_eval_duration'):.6f}s")
-    output.err(f"prompt eval rate:     {rate('prompt_eval_count', 'prompt_eval_duration')}")
-    output.err(f"eval count:           {final.get('eval_count', 0)} token(s)")
-    output.err(f"eval duration:        {seconds('eval_duration'):.6f}s")
-    output.err(f"eval rate:            {rate('eval_count', 'eval_duration')}")
+        chat(client, settings, [{"role": "user", "content": text}])
+    elif interactive:
+        history = OllamaHistory(history_path(), enabled=not _settings().no_history)
+        Repl(client, settings, history=history, pull=lambda name: _pull(client, name)).start()
+    else:  # no prompt and no terminal to chat on: load the model, as Ollama does
+        preload(client, settings)
 
 
 @app.command("list")
@@ -477,7 +410,7 @@ def show(
     template: Annotated[bool, typer.Option("--template", help="Show template")] = False,
 ) -> None:
     """Show information for a model."""
-    data = _client().request("POST", "/api/show", {"model": model})
+    data = _model_request(_client(), "/api/show", {"model": model})
     if license:
         output.out(data.get("license", ""))
     elif modelfile:
@@ -489,38 +422,7 @@ def show(
     elif template:
         output.out(data.get("template", ""))
     else:
-        _show_summary(data)
-
-
-def _show_summary(data: dict[str, Any]) -> None:
-    details = data.get("details", {})
-    info = data.get("model_info", {})
-    arch = info.get("general.architecture", details.get("family", ""))
-    output.out("  Model")
-    rows = [
-        ("architecture", arch),
-        ("parameters", details.get("parameter_size", "")),
-        ("context length", info.get(f"{arch}.context_length", "")),
-        ("embedding length", info.get(f"{arch}.embedding_length", "")),
-        ("quantization", details.get("quantization_level", "")),
-    ]
-    for key, value in rows:
-        if value not in ("", None):
-            output.out(f"    {key:<20}{value}")
-    if data.get("capabilities"):
-        output.out("\n  Capabilities")
-        for capability in data["capabilities"]:
-            output.out(f"    {capability}")
-    if data.get("parameters"):
-        output.out("\n  Parameters")
-        for line in data["parameters"].splitlines():
-            key, _, value = line.partition(" ")
-            output.out(f"    {key:<20}{value.strip()}")
-    if data.get("license"):
-        output.out("\n  License")
-        for line in data["license"].splitlines()[:2]:
-            output.out(f"    {line}")
-    output.out()
+        show_summary(data)
 
 
 @app.command("rm")
@@ -544,10 +446,24 @@ def cp(
     output.out(f"copied '{source}' to '{destination}'")
 
 
+app.command("info")(info_command)
+
+
 @app.command("stop")
 def stop(model: Annotated[str, typer.Argument(help="Model to stop")]) -> None:
     """Stop a running model."""
-    _client().request("POST", "/api/generate", {"model": model, "keep_alive": 0})
+    _model_request(_client(), "/api/generate", {"model": model, "keep_alive": 0})
+
+
+def _model_request(client: ServerClient, path: str, body: dict[str, Any]) -> Any:
+    """POST about one model; a model the server does not have names the command that
+    gets it."""
+    try:
+        return client.request("POST", path, body)
+    except CliError as exc:
+        if exc.status != 404:
+            raise
+        raise CliError(f"{exc.message}; try: corral pull {body['model']}", 404) from None
 
 
 # ---- formatting helpers ------------------------------------------------------------------
@@ -607,9 +523,16 @@ def _duration_words(seconds: float) -> str:
     return "Less than a second"
 
 
+def _bare_think(argv: list[str]) -> list[str]:
+    """``--think`` alone means ``--think=true`` (Ollama's flag has an optional value); click
+    would otherwise take the next word, often the prompt, as its value."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    return [a if a != "--think" else "--think=true" for a in argv[:cut]] + argv[cut:]
+
+
 def main() -> None:
     try:
-        app()
+        app(args=_bare_think(sys.argv[1:]))
     except CliError as exc:
         output.err(f"Error: {exc.message}")
         sys.exit(1)

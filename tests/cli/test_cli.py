@@ -182,12 +182,15 @@ def test_run_without_prompt_chats_on_a_terminal(server: ServerProcess, greedy: s
                     break
         return seen
 
+    # the placeholder is drawn on each fresh prompt (">>> " is drawn again as a line is typed);
+    # Enter on a terminal in raw mode is a carriage return
+    ready = "Send a message"
     try:
-        assert ">>> " in read_until(">>> ")
-        os.write(fd, b"What is the capital of France?\n")
-        answer = read_until(">>> ")
+        assert ">>> " in read_until(ready)
+        os.write(fd, b"What is the capital of France?\r")
+        answer = read_until(ready)
         assert "Paris" in answer
-        os.write(fd, b"/bye\n")
+        os.write(fd, b"/bye\r")
         read_until("\n", 5)
         _, status = os.waitpid(pid, 0)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -1,0 +1,71 @@
+"""``corral info``: the compute devices this machine offers, found the way ``serve`` finds
+them (no server needed): NVIDIA GPUs through their libraries, the CPU, system memory."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from corral.cli import _output as output
+from corral.config import Settings
+from corral.hardware import Hardware, SystemInfo
+
+__all__ = ["info"]
+
+GiB = 1024**3
+
+
+def info(
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print devices, CPU and memory as JSON")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also say why each GPU library was not used")
+    ] = False,
+) -> None:
+    """Show the compute devices corral would use.
+
+    Examples: corral info; corral info --json | jq '.devices[0].free_bytes'
+    """
+    hardware = Hardware(Settings.from_env())
+    try:
+        system = hardware.discover()
+        errors = hardware.errors
+    finally:
+        hardware.close()
+    if json_output:
+        data = system.as_json()
+        if verbose:
+            data["library_errors"] = errors
+        output.print_json(data)
+        return
+    _print_table(system)
+    if system.gpu_note:
+        output.err(system.gpu_note)
+    if verbose:
+        for error in errors:
+            output.err(f"note: {error}")
+
+
+def _print_table(system: SystemInfo) -> None:
+    rows = [
+        [
+            str(row["id"]),
+            str(row["library"]),
+            str(row["name"]),
+            str(row["compute"]) or "-",
+            str(row["driver"]) or "-",
+            f"{row['total_bytes'] / GiB:.1f} GiB",
+            f"{row['free_bytes'] / GiB:.1f} GiB",
+        ]
+        for row in system.devices()
+    ]
+    output.table(["ID", "LIBRARY", "NAME", "COMPUTE", "DRIVER", "TOTAL", "AVAILABLE"], rows)
+    cpu = system.cpu
+    output.out()
+    output.out(
+        f"CPU: {cpu.model_name or 'unknown'}, {cpu.physical_cores} cores"
+        f" ({cpu.logical_cores} threads, {cpu.usable_cores:g} usable),"
+        f" features: {' '.join(cpu.features) or 'none found'}"
+    )
