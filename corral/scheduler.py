@@ -186,7 +186,10 @@ class Scheduler:
             num_ctx=max(num_ctx, 4),
             num_parallel=max(parallel, 1),
             num_batch=max(options.num_batch, 1),
-            num_thread=options.num_thread or self.settings.num_thread,
+            # physical cores within this process's affinity and cgroup quota, as Ollama
+            num_thread=options.num_thread
+            or self.settings.num_thread
+            or self._last_system.cpu.default_threads,
             num_gpu=options.num_gpu,
             main_gpu=options.main_gpu,
             use_mmap=options.use_mmap if options.use_mmap is not None else True,
