@@ -289,3 +289,53 @@ def test_open_webui_pattern(server: ServerProcess, client: ollama.Client) -> Non
     assert "title" in done
     assert done["title"] < done["answer"]
     assert max(polls) < 1.0
+
+
+def test_open_webui_tools_longer_than_the_context(
+    server: ServerProcess, client: ollama.Client
+) -> None:
+    """Open WebUI's tools with real descriptions outgrow the default 4096-token context: the
+    request still answers, the prompt is cut to the context keeping its start and the user's
+    last message at its end (tests/runner/test_sampling_and_keep.py checks which tokens)."""
+    description = (
+        "Search the user's knowledge base, files, notes and web bookmarks for documents that"
+        " match the query, rank them by relevance and recency, and return short excerpts."
+    )
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": f"workspace_tool_{i}",
+                "description": f"{description} Variant {i}.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        name: {"type": "string", "description": f"{name}: {description}"}
+                        for name in ("query", "scope", "language", "since")
+                    },
+                    "required": ["query"],
+                },
+            },
+        }
+        for i in range(36)
+    ]
+    response = httpx.post(
+        server.url + "/api/chat",
+        json={
+            "model": MODEL,
+            "messages": [
+                {"role": "user", "content": "Hello!"},
+                {"role": "assistant", "content": "Hi! How can I help?"},
+                {"role": "user", "content": "Tell me one fact about otters."},
+            ],
+            "tools": tools,
+            "stream": False,
+            "options": {"num_predict": 16},  # only to bound the test's time
+        },
+        timeout=600,
+    )
+    assert response.status_code == 200, response.text
+    final = response.json()
+    assert final["done"] is True
+    assert 3000 < final["prompt_eval_count"] <= 4096
+    assert httpx.get(server.url + "/", timeout=5).status_code == 200
