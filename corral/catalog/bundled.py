@@ -29,6 +29,7 @@ from corral.store import (
     MEDIA_TYPE_MODEL,
     MEDIA_TYPE_PARAMS,
     MEDIA_TYPE_TEMPLATE,
+    BlobPins,
     Layer,
     Manifest,
     ModelStore,
@@ -148,82 +149,90 @@ def pull_bundled(
 ) -> None:
     """Import ``model`` into ``store`` under ``name``, reporting Ollama's pull statuses.
 
-    Blocking (hashing and copying); the server calls it through ``asyncio.to_thread``.
+    Blocking (hashing and copying); the server calls it through ``asyncio.to_thread``. Every
+    blob is pinned (:class:`BlobPins`) until the manifest is written.
     """
-    report({"status": "pulling manifest"})
+    with store.pins() as pins:  # a delete of a model sharing a blob must not take it
+        report({"status": "pulling manifest"})
+        digest, total = _bundled_weights(store, model, report, cancelled, pins)
+        model_layer = Layer(MEDIA_TYPE_MODEL, digest, total)
+        extra_layers = _small_layers(store, model, pins)
+        for layer in extra_layers:
+            report(
+                {
+                    "status": f"pulling {layer.digest.split(':')[1][:12]}",
+                    "digest": layer.digest,
+                    "total": layer.size,
+                    "completed": layer.size,
+                }
+            )
+        report({"status": "verifying sha256 digest"})
+        config = config_layer(store, model_layer, [model_layer, *extra_layers], pins=pins)
+        report({"status": "writing manifest"})
+        store.write_manifest(name, Manifest(config=config, layers=(model_layer, *extra_layers)))
+        report({"status": "success"})
+
+
+def _bundled_weights(
+    store: ModelStore,
+    model: BundledModel,
+    report: Callable[[Progress], None],
+    cancelled: Callable[[], bool],
+    pins: BlobPins,
+) -> tuple[str, int]:
+    """The weights blob (pinned): already here, converted, or copied from the package."""
     digest = f"sha256:{model.sha256}"
     status = f"pulling {model.sha256[:12]}"
     total = model.size_bytes
+    pins.add([digest])
     if store.has_blob(digest):
         report({"status": status, "digest": digest, "total": total, "completed": total})
-    elif model.checkpoint:
-        folder = model.paths()[0]
-        report({"status": status, "digest": digest, "total": total, "completed": 0})
-        digest, total = convert_bundled_checkpoint(store, folder, digest, report, status)
-    else:
-        paths = model.paths()
-        report({"status": status, "digest": digest, "total": total, "completed": 0})
+        return digest, total
+    paths = model.paths()  # CatalogError if its package is not installed
+    report({"status": status, "digest": digest, "total": total, "completed": 0})
+    if model.checkpoint:
+        digest, total = convert_bundled_checkpoint(store, paths[0], digest, report, status)
+        pins.add([digest])
+        if not store.has_blob(digest):  # converted, then deleted before the pin
+            raise CatalogError(f"the converted {model.names[0]} vanished; pull it again")
+        return digest, total
 
-        def chunks() -> Iterator[bytes]:
-            completed = 0
-            for path in paths:
-                with path.open("rb") as handle:
-                    while block := handle.read(_CHUNK):
-                        if cancelled():
-                            raise CatalogError("pull cancelled")
-                        completed += len(block)
-                        report(
-                            {
-                                "status": status,
-                                "digest": digest,
-                                "total": total,
-                                "completed": completed,
-                            }
-                        )
-                        yield block
+    def chunks() -> Iterator[bytes]:
+        completed = 0
+        for path in paths:
+            with path.open("rb") as handle:
+                while block := handle.read(_CHUNK):
+                    if cancelled():
+                        raise CatalogError("pull cancelled")
+                    completed += len(block)
+                    report(
+                        {"status": status, "digest": digest, "total": total, "completed": completed}
+                    )
+                    yield block
 
-        try:
-            store.write_blob(chunks(), expected_digest=digest)
-        except BadRequestError as exc:  # digest mismatch
-            raise CatalogError(
-                f"the bundled file for {model.names[0]} does not match its pinned sha256;"
-                " reinstall its package"
-            ) from exc
-    model_layer = Layer(MEDIA_TYPE_MODEL, digest, total)
-    extra_layers = _small_layers(store, model)
-    for layer in extra_layers:
-        report(
-            {
-                "status": f"pulling {layer.digest.split(':')[1][:12]}",
-                "digest": layer.digest,
-                "total": layer.size,
-                "completed": layer.size,
-            }
-        )
-    report({"status": "verifying sha256 digest"})
-    config = _config_blob(store, [model_layer, *extra_layers])
-    report({"status": "writing manifest"})
-    store.write_manifest(name, Manifest(config=config, layers=(model_layer, *extra_layers)))
-    report({"status": "success"})
+    try:
+        store.write_blob(chunks(), expected_digest=digest, pins=pins)
+    except BadRequestError as exc:  # digest mismatch
+        raise CatalogError(
+            f"the bundled file for {model.names[0]} does not match its pinned sha256;"
+            " reinstall its package"
+        ) from exc
+    return digest, total
 
 
-def _small_layers(store: ModelStore, model: BundledModel) -> list[Layer]:
+def _small_layers(store: ModelStore, model: BundledModel, pins: BlobPins) -> list[Layer]:
     layers: list[Layer] = []
     template = model.template().encode("utf-8")
     if template:
-        info = store.write_blob_bytes(template)
+        info = store.write_blob_bytes(template, pins=pins)
         layers.append(Layer(MEDIA_TYPE_TEMPLATE, info.digest, info.size))
     if model.license:
-        info = store.write_blob_bytes(model.license.encode("utf-8"))
+        info = store.write_blob_bytes(model.license.encode("utf-8"), pins=pins)
         layers.append(Layer(MEDIA_TYPE_LICENSE, info.digest, info.size))
     if model.params or not model.checkpoint:
-        info = store.write_blob_bytes(go_json(model.params))
+        info = store.write_blob_bytes(go_json(model.params), pins=pins)
         layers.append(Layer(MEDIA_TYPE_PARAMS, info.digest, info.size))
     return layers
-
-
-def _config_blob(store: ModelStore, layers: list[Layer]) -> Layer:
-    return config_layer(store, layers[0], layers)
 
 
 def describe() -> list[dict[str, Any]]:

@@ -193,6 +193,9 @@ def create(
     quantize: Annotated[
         str, typer.Option("--quantize", "-q", help="Quantize the model to this level (q4_K_M)")
     ] = "",
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Pull a missing FROM model over plain HTTP")
+    ] = False,
 ) -> None:
     """Create a model from a Modelfile.
 
@@ -202,6 +205,8 @@ def create(
     body = _create_body(file)
     if quantize:
         body["quantize"] = quantize
+    if insecure:
+        body["insecure"] = True
     client = _client()
     _upload_local_files(client, body, file.parent)
     body["model"] = model

@@ -7,9 +7,12 @@ Name → URL as Ollama: ``host/namespace/model:tag`` → ``https://host/v2/names
 Auth: on a 401 with ``WWW-Authenticate: Bearer realm="...",service="...",scope="..."`` the
 client asks the realm for a token (``{"token": ...}`` or ``{"access_token": ...}``) and
 retries once with ``Authorization: Bearer <token>``; the token is kept for later requests.
-No credentials are ever sent (Ollama signs with a local key; corral is anonymous), so a
-realm on another host learns nothing; still, only ``http(s)`` realms are followed, and
-plain ``http`` only when the request allowed insecure transport.
+The realm is a URL the registry chose, so a hostile registry could point it anywhere (a
+service on the server's loopback, a cloud metadata address) and make the server fetch it:
+as newest Ollama does, the realm's host (with port) must equal the registry's, or the
+request fails with ``realm host "<realm>" does not match original host "<registry>"``.
+Only ``http(s)`` realms are followed, plain ``http`` only when the request allowed insecure
+transport, and the token request does not follow redirects.
 
 What can go wrong: the host is unreachable (``RegistryError(unreachable=True)``), answers an
 error status (``"<code>: <body>"``, body cut to 512 bytes), or a realm that gives no token.
@@ -17,10 +20,12 @@ error status (``"<code>: <body>"``, body cut to 512 bytes), or a realm that give
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from types import TracebackType
 from typing import Final
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -107,11 +112,10 @@ class RegistryClient:
         """Fetch a token for ``challenge`` (a ``WWW-Authenticate: Bearer ...`` value)."""
         params = dict(_CHALLENGE_PARAM.findall(challenge))
         realm = params.pop("realm", "")
-        if not realm.startswith("https://") and not (self.insecure and realm.startswith("http://")):
-            raise RegistryError(f"unauthorized: unsupported token realm {realm!r}", status=401)
+        self._check_realm(realm)
         params.setdefault("scope", f"repository:{self.repository}:{self._scope_actions}")
         try:
-            response = await self.http.get(realm, params=params)
+            response = await self.http.get(realm, params=params, follow_redirects=False)
         except httpx.TransportError as exc:
             raise unreachable(realm, exc) from exc
         if response.status_code != 200:
@@ -124,6 +128,20 @@ class RegistryClient:
         if not isinstance(token, str) or not token:
             raise RegistryError("unauthorized: the token realm sent no token")
         self._token = token
+
+    def _check_realm(self, realm: str) -> None:
+        """Refuse a realm that is not HTTP(S) (HTTP only when insecure) or not on our host."""
+        if not realm.startswith("https://") and not (self.insecure and realm.startswith("http://")):
+            raise RegistryError(f"unauthorized: unsupported token realm {realm!r}", status=401)
+        try:
+            realm_host = urlsplit(realm).netloc.rpartition("@")[2]
+        except ValueError:
+            realm_host = ""
+        if realm_host.lower() != self.name.host.lower():
+            raise RegistryError(
+                f"realm host {_go_quote(realm_host)} does not match original host"
+                f" {_go_quote(self.name.host)}"
+            )
 
     async def status_error(self, response: httpx.Response) -> RegistryError:
         """``"<code>: <body>"`` for an error response (body read, at most 512 bytes)."""
@@ -141,6 +159,11 @@ class RegistryClient:
         if response.status_code == 401:
             return RegistryError("unauthorized: access denied", status=401)
         return RegistryError(f"{response.status_code}: {text}")
+
+
+def _go_quote(text: str) -> str:
+    """``text`` in double quotes with escapes, as Go's ``%q`` writes a plain host."""
+    return json.dumps(text)
 
 
 def unreachable(where: str, exc: Exception) -> RegistryError:

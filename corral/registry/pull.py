@@ -4,13 +4,20 @@ Order and statuses as Ollama: ``pulling manifest``; ``pulling <12 hex>`` with ``
 ``total`` and ``completed`` per blob (layers, then the config); ``verifying sha256 digest``;
 ``writing manifest``; ``success``.
 
-Resuming: a blob downloads into ``blobs/sha256-<hex>-partial`` with a small JSON file beside
-it (``...-partial.json``) recording how much of each part is done. A pull that fails (lost
-connection, registry gone, disk full) keeps both; the next pull of any model that needs the
-blob continues from there. The state file may lag the data (it is written after the bytes)
-but never leads it by more than what the final check catches: every blob is hashed before
-it is moved into place, and a blob whose bytes do not hash to its digest is deleted and the
+Resuming: a blob downloads into ``blobs/sha256-<hex>-partial`` with a small state file
+beside it (``...-partial.json``) recording how much of each part is done. A pull that fails
+(lost connection, registry gone, disk full) keeps both; the next pull of any model that
+needs the blob continues from there. The state file is created at its full size before the
+first data byte and then only overwritten in place (two checksummed slots, see
+:class:`_StateFile`), so saving it never needs new disk blocks: a full disk cannot take
+the resume point away. The state may lag the data (it is written after the bytes) but
+never leads it by more than what the final check catches: every blob is hashed before it
+is moved into place, and a blob whose bytes do not hash to its digest is deleted and the
 pull fails (``digest mismatch, file must be downloaded again: ...``).
+
+Deletes while pulling: the manifest's digests are pinned (:class:`BlobPins`) before the
+first "already here?" check and until the manifest is written, so deleting another model
+that shares a blob (a config, a license) mid-pull cannot make the pull fail.
 
 Hostile registries: the manifest is read with a size cap and validated (digests must be
 ``sha256:<64 hex>``, sizes bounded); a part's response never writes more than the part's
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -40,7 +48,15 @@ import httpx
 from corral.errors import CorralError, StoreError
 from corral.registry.client import RegistryClient, unreachable
 from corral.registry.errors import RegistryError
-from corral.store import MEDIA_TYPE_MANIFEST, Layer, Manifest, ModelStore, Name, sha256_file
+from corral.store import (
+    MEDIA_TYPE_MANIFEST,
+    BlobPins,
+    Layer,
+    Manifest,
+    ModelStore,
+    Name,
+    sha256_file,
+)
 from corral.store.manifest import MAX_MANIFEST_BYTES
 
 __all__ = ["PullOptions", "pull_model"]
@@ -59,6 +75,8 @@ _ACCEPT: Final = ", ".join(
 _CONTENT_RANGE: Final = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _WRITE_BATCH: Final = 1 << 20
 _STATE_EVERY: Final = 8 << 20
+_STATE_SLOT_BYTES: Final = 8192
+_MAX_PARTS: Final = 64  # so that a state record always fits its slot
 
 _blob_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -91,10 +109,21 @@ async def pull_model(
 ) -> None:
     """Pull ``name`` into ``store``, calling ``report`` with each progress event."""
     options = options or PullOptions()
+    pins = store.pins()
+    try:
+        await _pull_pinned(store, name, report, options, pins)
+    finally:
+        await asyncio.to_thread(pins.release)
+
+
+async def _pull_pinned(
+    store: ModelStore, name: Name, report: Report, options: PullOptions, pins: BlobPins
+) -> None:
     report({"status": "pulling manifest"})
     async with RegistryClient(name, insecure=options.insecure) as client:
         data = await _fetch_manifest(client, name)
         manifest = Manifest.from_json(data)
+        await asyncio.to_thread(pins.add, manifest.digests)
         blobs = [*manifest.layers, manifest.config]
         _check_space(store, blobs)
         await _download_all(client, store, blobs, report, options)
@@ -207,7 +236,9 @@ class _BlobDownload:
         self.options = options
         self.progress = progress
         self.partial = store.partial_path(layer.digest)
-        self.state_path = self.partial.with_name(self.partial.name + ".json")
+        self.state = _StateFile(
+            self.partial.with_name(self.partial.name + ".json"), layer.digest, layer.size
+        )
         self.parts: list[_Part] = []
         self._since_state = 0
         self._last_percent = -1
@@ -217,8 +248,17 @@ class _BlobDownload:
         return sum(p.done for p in self.parts)
 
     async def run(self) -> None:
-        self.parts = await asyncio.to_thread(self._open)
+        try:
+            self.parts = await asyncio.to_thread(self._open)
+            self._report(force=True)
+            await self._transfer()
+            await asyncio.to_thread(self._verify_and_install)
+        finally:
+            self.state.close()
         self._report(force=True)
+
+    async def _transfer(self) -> None:
+        """Every unfinished part, a few at a time; the state is saved whatever happens."""
         fd = os.open(self.partial, os.O_RDWR)
         try:
             semaphore = asyncio.Semaphore(self.options.parallel_parts)
@@ -230,20 +270,19 @@ class _BlobDownload:
             except* CorralError as eg:
                 raise eg.exceptions[0] from None
             finally:
-                await asyncio.to_thread(self._save_state)
+                await asyncio.to_thread(self.state.save, self.parts)
             await asyncio.to_thread(os.fsync, fd)
         finally:
             os.close(fd)
-        await asyncio.to_thread(self._verify_and_install)
-        self._report(force=True)
 
     # ---- state ------------------------------------------------------------------------
 
     def _open(self) -> list[_Part]:
-        """Load the parts of an earlier attempt, or plan fresh ones; make sure the file is
-        there with the right size."""
+        """Load the parts of an earlier attempt, or plan fresh ones; make sure the data file
+        is there with the right size and the state file is ready to be saved in place."""
         size = self.layer.size
-        parts = self._load_state()
+        parts = self.state.load() if self.partial.is_file() else None
+        fresh = parts is None
         if parts is None:
             parts = _plan_parts(size, self.options)
             with contextlib.suppress(OSError):
@@ -257,39 +296,8 @@ class _BlobDownload:
                 os.close(fd)
         except OSError as exc:
             raise StoreError(f"cannot create {self.partial.name}: {exc}") from exc
+        self.state.open(parts, fresh=fresh)
         return parts
-
-    def _load_state(self) -> list[_Part] | None:
-        try:
-            raw = json.loads(self.state_path.read_bytes())
-            if raw.get("digest") != self.layer.digest or raw.get("size") != self.layer.size:
-                return None
-            parts = [_Part(int(p["start"]), int(p["size"]), int(p["done"])) for p in raw["parts"]]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None
-        if not self.partial.is_file():
-            return None
-        expected = 0
-        for part in parts:
-            if part.start != expected or not 0 <= part.done <= part.size or part.size <= 0:
-                return None
-            expected += part.size
-        if expected != self.layer.size:
-            return None
-        return parts
-
-    def _save_state(self) -> None:
-        data = {
-            "digest": self.layer.digest,
-            "size": self.layer.size,
-            "parts": [{"start": p.start, "size": p.size, "done": p.done} for p in self.parts],
-        }
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(data))
-            os.replace(tmp, self.state_path)
-        except OSError as exc:
-            logger.warning("cannot save download state %s: %s", self.state_path.name, exc)
 
     def _report(self, *, force: bool = False) -> None:
         total = self.layer.size or 1
@@ -374,7 +382,7 @@ class _BlobDownload:
         self._since_state += len(data)
         if self._since_state >= _STATE_EVERY:
             self._since_state = 0
-            await asyncio.to_thread(self._save_state)
+            await asyncio.to_thread(self.state.save, self.parts)
         self._report()
 
     # ---- verification -------------------------------------------------------------------
@@ -382,7 +390,8 @@ class _BlobDownload:
     def _verify_and_install(self) -> None:
         actual = sha256_file(self.partial)
         if actual != self.layer.digest:
-            for path in (self.partial, self.state_path):
+            self.state.close()
+            for path in (self.partial, self.state.path):
                 with contextlib.suppress(OSError):
                     path.unlink()
             raise RegistryError(
@@ -390,8 +399,136 @@ class _BlobDownload:
                 f" want {self.layer.digest}, got {actual}"
             )
         self.store.install_blob(self.partial, self.layer.digest)
+        self.state.close()
         with contextlib.suppress(OSError):
-            self.state_path.unlink()
+            self.state.path.unlink()
+
+
+class _StateFile:
+    """How far each part of one download got, in a file that never needs new disk blocks.
+
+    Why this shape: a pull fails on a full disk exactly when its resume point matters most,
+    and rewriting a file by temp + rename needs fresh blocks just then (a state saved that
+    way is lost, and the retry starts from zero). So the file is written whole once, before
+    the first data byte: two fixed-size slots, each ``<sha256 hex of record> <record>``
+    padded with spaces, the record a JSON object with a sequence number. Every save then
+    overwrites the older slot in place; loading takes the valid slot with the higher
+    number. A torn write (crash, I/O error) spoils one slot at most, which its checksum
+    exposes, and the other slot still stands.
+
+    What can go wrong: the file cannot be created (disk already full): StoreError before
+    the first data byte; a save fails anyway: logged, the previous slot stands and the
+    next pull resumes from a little earlier.
+    """
+
+    def __init__(self, path: Path, digest: str, size: int) -> None:
+        self.path = path
+        self.digest = digest
+        self.size = size
+        self._fd: int | None = None
+        self._seq = 0
+
+    def load(self) -> list[_Part] | None:
+        """The parts of the newest valid slot, or None (no file, foreign, damaged)."""
+        try:
+            with self.path.open("rb") as f:
+                data = f.read(2 * _STATE_SLOT_BYTES + 1)
+        except OSError:
+            return None
+        if len(data) != 2 * _STATE_SLOT_BYTES:
+            return None
+        slots = [
+            self._parse_slot(data[i * _STATE_SLOT_BYTES :][:_STATE_SLOT_BYTES]) for i in (0, 1)
+        ]
+        found = [slot for slot in slots if slot is not None]
+        if not found:
+            return None
+        self._seq, parts = max(found, key=lambda slot: slot[0])
+        return parts
+
+    def open(self, parts: list[_Part], *, fresh: bool) -> None:
+        """Get ready to save: a fresh file is written whole now (StoreError if it cannot be)."""
+        self._remove_legacy_temp()
+        try:
+            if not fresh:
+                self._fd = os.open(self.path, os.O_RDWR)
+                return
+            self._seq = 0
+            content = self._slot(parts, 0) + b" " * (_STATE_SLOT_BYTES - 1) + b"\n"
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _pwrite_all(fd, content, 0)
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.path.name}: {exc.strerror or exc}") from exc
+
+    def save(self, parts: list[_Part]) -> None:
+        """Overwrite the older slot with ``parts``; a failure is logged, never raised."""
+        if self._fd is None:
+            return
+        seq = self._seq + 1
+        try:
+            _pwrite_all(self._fd, self._slot(parts, seq), (seq % 2) * _STATE_SLOT_BYTES)
+        except OSError as exc:
+            logger.warning("cannot save download state %s: %s", self.path.name, exc)
+            return
+        self._seq = seq  # only now: a failed slot is retried, the good one is kept
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def _slot(self, parts: list[_Part], seq: int) -> bytes:
+        record = json.dumps(
+            {
+                "digest": self.digest,
+                "size": self.size,
+                "seq": seq,
+                "parts": [[p.start, p.size, p.done] for p in parts],
+            },
+            separators=(",", ":"),
+        ).encode()
+        line = hashlib.sha256(record).hexdigest().encode() + b" " + record
+        if len(line) >= _STATE_SLOT_BYTES:
+            raise StoreError("download state too large")  # pragma: no cover - parts are capped
+        return line + b" " * (_STATE_SLOT_BYTES - 1 - len(line)) + b"\n"
+
+    def _parse_slot(self, raw: bytes) -> tuple[int, list[_Part]] | None:
+        check, _, record = raw.rstrip(b" \n").partition(b" ")
+        if hashlib.sha256(record).hexdigest().encode() != check:
+            return None
+        try:
+            value = json.loads(record)
+            if value["digest"] != self.digest or value["size"] != self.size:
+                return None
+            seq = int(value["seq"])
+            parts = [_Part(int(a), int(b), int(c)) for a, b, c in value["parts"]]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return (seq, parts) if _parts_cover(parts, self.size) else None
+
+    def _remove_legacy_temp(self) -> None:
+        """A ``.tmp`` left by an older corral whose state rewrite failed (disk full)."""
+        with contextlib.suppress(OSError):
+            self.path.with_name(self.path.name + ".tmp").unlink(missing_ok=True)
+
+
+def _parts_cover(parts: list[_Part], size: int) -> bool:
+    """Whether ``parts`` tile ``[0, size)`` in order, each with a possible ``done``."""
+    expected = 0
+    for part in parts:
+        if part.start != expected or not 0 <= part.done <= part.size:
+            return False
+        if part.size <= 0 and size != 0:
+            return False
+        expected += part.size
+    return expected == size and bool(parts)
 
 
 class _ShortRead(Exception):
@@ -401,7 +538,8 @@ class _ShortRead(Exception):
 def _plan_parts(size: int, options: PullOptions) -> list[_Part]:
     if size == 0:
         return [_Part(0, 0, 0)]
-    part_size = max(options.min_part_bytes, -(-size // options.max_parts))
+    max_parts = max(1, min(options.max_parts, _MAX_PARTS))
+    part_size = max(options.min_part_bytes, 1, -(-size // max_parts))
     return [_Part(start, min(part_size, size - start)) for start in range(0, size, part_size)]
 
 

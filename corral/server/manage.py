@@ -1,13 +1,25 @@
 """Model management routes: pull, push, create, and the blob upload endpoints.
 
 Each handler checks everything it can *before* the first byte (bad name, bad digest, a
-Modelfile that does not parse, a base model that does not exist, a file that is not GGUF)
-so those errors get their real status (400/404); what can only fail later (a registry, the
-quantizer, a full disk) arrives as a final ``{"error": ...}`` line of the NDJSON stream.
+Modelfile that does not parse, a file that is not GGUF) so those errors get their real
+status (400/404); what can only fail later (a registry, the quantizer, a full disk) arrives
+as a final ``{"error": ...}`` line of the NDJSON stream.
+
+``FROM <model>`` with a model that is neither in the store nor bundled pulls it first, as
+Ollama does, its pull progress streamed inside the create stream (all but the pull's own
+``success``, which would look like the end of the create to a client). The structured
+request may carry ``insecure`` (a corral extension) for a base on a plain-HTTP registry.
 
 Every name, digest, path and byte from the client is hostile: names go through the name
 grammar, digests through :func:`parse_digest`, file names in ``files`` must be clean relative
-paths, and a blob upload is hashed on the way in and stored only if it matches.
+paths, and a blob upload is hashed on the way in and stored only if it matches. Server-side
+paths (``FROM /abs/path``, ``ADAPTER /abs/path``, a checkpoint folder) are accepted only
+from a loopback client: from anyone else they would let a client import any file the server
+can read, and probe which paths exist; such a request gets a 400 decided before the path is
+looked at. The CLI uploads local files through ``/api/blobs`` and never needs them.
+
+A create pins (:class:`BlobPins`) every blob it reuses or writes until its manifest is
+written, so deleting the base model mid-create cannot leave it naming a missing blob.
 """
 
 from __future__ import annotations
@@ -15,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import ipaddress
 import logging
+import math
 import os
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -57,6 +71,7 @@ from corral.store import (
     MEDIA_TYPE_PROJECTOR,
     MEDIA_TYPE_SYSTEM,
     MEDIA_TYPE_TEMPLATE,
+    BlobPins,
     Layer,
     Manifest,
     ModelStore,
@@ -78,6 +93,8 @@ _Key = tuple[str, str, str, str]
 
 _UPLOAD_BATCH = 4 * 1024 * 1024
 _QUANTIZE_TIMEOUT_S = 3600.0
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 # ---- wire types -------------------------------------------------------------------------
@@ -103,6 +120,7 @@ class CreateRequest(_Request):
     messages: list[dict[str, Any]] | None = None
     quantize: str | None = None
     quantization: str | None = None
+    insecure: bool = False  # corral: pull a missing FROM base over plain HTTP
     stream: bool = True
 
     @property
@@ -155,6 +173,28 @@ class _Plan:
     base_licenses: list[Layer] = field(default_factory=list)
     base_messages: Layer | None = None
     quantize: str | None = None
+    pull_base: Name | None = None  # FROM a model not here: pulled when the stream starts
+    insecure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Client:
+    """What a create may do for this client: server paths only from the server's machine."""
+
+    local: bool
+
+    @classmethod
+    def of(cls, request: Request) -> _Client:
+        return cls(local=_is_loopback(request.client.host if request.client else None))
+
+    def check_server_path(self, what: str, source: str) -> None:
+        """Refuse a server path from a remote client, before anything looks at the path."""
+        if not self.local:
+            raise BadRequestError(
+                f"invalid {what} reference: {source} (server paths are accepted only from"
+                " the server's own machine: upload the file with POST /api/blobs and name"
+                " its digest instead)"
+            )
 
 
 class Manage:
@@ -204,15 +244,15 @@ class Manage:
         if not req.target:
             raise BadRequestError("model is required")
         name = parse_name(req.target)
-        plan = await asyncio.to_thread(self._plan, name, req)
+        plan = await asyncio.to_thread(self._plan, name, req, _Client.of(request))
         return await respond(
             self._create_events(plan), stream=req.stream, merge=lambda items: items[-1]
         )
 
-    def _plan(self, name: Name, req: CreateRequest) -> _Plan:
+    def _plan(self, name: Name, req: CreateRequest, client: _Client) -> _Plan:
         """Check the request and resolve its base; blocking (store and GGUF reads)."""
         existing = self.store.find(name)
-        plan = _Plan(name=existing or name)
+        plan = _Plan(name=existing or name, insecure=req.insecure)
         fields = _fields_from_request(req)
         quantize = req.quantize or req.quantization
         if quantize:
@@ -222,12 +262,12 @@ class Manage:
         if req.files:
             self._plan_files(plan, req.files)
         elif fields.from_:
-            self._plan_from(plan, fields.from_.strip())
+            self._plan_from(plan, fields.from_.strip(), client)
         else:
             raise BadRequestError("neither 'from' or 'files' was specified")
         adapters = dict(req.adapters or {})
         for i, raw in enumerate(fields.adapters):
-            adapters[f"adapter-{i}"] = self._adapter_digest(raw)
+            adapters[f"adapter-{i}"] = self._adapter_digest(raw, client)
         if len(adapters) > 1:
             raise BadRequestError("only one adapter is currently supported")
         for filename, raw_digest in adapters.items():
@@ -250,15 +290,15 @@ class Manage:
             self._check_quantizable(plan)
         return plan
 
-    def _plan_from(self, plan: _Plan, source: str) -> None:
-        if source.startswith(("@", "sha256")):
-            digest = _digest(source.removeprefix("@"))
+    def _plan_from(self, plan: _Plan, source: str, client: _Client) -> None:
+        digest = _blob_reference(self.store, source)
+        if digest is not None:
             path = self._existing_blob(digest)
             _read_gguf_upload(path)
             plan.model = Layer(MEDIA_TYPE_MODEL, digest, path.stat().st_size)
             return
         if _looks_like_path(source):
-            self._plan_path(plan, Path(os.path.expanduser(source)))
+            self._plan_path(plan, source, client)
             return
         try:
             base_name = parse_name(source)
@@ -266,17 +306,14 @@ class Manage:
             raise BadRequestError(f"invalid model reference: {source}") from None
         self._plan_base_model(plan, source, base_name)
 
-    def _plan_path(self, plan: _Plan, path: Path) -> None:
+    def _plan_path(self, plan: _Plan, source: str, client: _Client) -> None:
+        path = Path(os.path.expanduser(source))
         if not path.is_absolute():
             raise BadRequestError(
                 f"invalid model reference: {path} (a relative path means nothing to the"
                 " server: upload the file with POST /api/blobs and name it in 'files')"
             )
-        blob_digest = _store_blob_digest(self.store, path)
-        if blob_digest is not None:
-            _read_gguf_upload(path)
-            plan.model = Layer(MEDIA_TYPE_MODEL, blob_digest, path.stat().st_size)
-            return
+        client.check_server_path("model", source)
         if path.is_dir():
             if not (path / "config.json").is_file():
                 raise BadRequestError(f"no GGUF file or checkpoint (config.json) in {path}")
@@ -289,23 +326,32 @@ class Manage:
         plan.model_source = path
 
     def _plan_base_model(self, plan: _Plan, raw: str, base_name: Name) -> None:
+        """A local or bundled base is used now; any other is pulled once streaming starts."""
         found = self.store.find(base_name)
         if found is None:
             bundled = find_bundled(base_name)
             if bundled is None:
-                raise ModelNotFoundError(raw, hint=False)
+                plan.pull_base = base_name
+                return
             self._import_bundled(base_name, bundled)
             found = base_name
+        self._use_base(plan, found)
+
+    def _use_base(self, plan: _Plan, found: Name) -> None:
+        """Take the base's layers; its parameters go under those the request sets."""
         base = self.models.resolve(found.display_long)
         manifest = base.manifest
         plan.model = manifest.layer(MEDIA_TYPE_MODEL)
         plan.inherited = list(manifest.layers_of(MEDIA_TYPE_PROJECTOR))
-        plan.adapters = list(manifest.layers_of(MEDIA_TYPE_ADAPTER))
+        if not plan.adapters:
+            plan.adapters = list(manifest.layers_of(MEDIA_TYPE_ADAPTER))
         plan.base_template = manifest.layer(MEDIA_TYPE_TEMPLATE)
         plan.base_system = manifest.layer(MEDIA_TYPE_SYSTEM)
         plan.base_licenses = list(manifest.layers_of(MEDIA_TYPE_LICENSE))
         plan.base_messages = manifest.layer(MEDIA_TYPE_MESSAGES)
-        plan.params = dict(base.params)
+        plan.params = {**base.params, **plan.params}
+        if plan.model is None:
+            raise BadRequestError(f"{found.display_short} has no model layer to build on")
 
     def _import_bundled(self, name: Name, bundled: BundledModel) -> None:
         try:
@@ -333,19 +379,18 @@ class Manage:
         _read_gguf_upload(path)
         plan.model = Layer(MEDIA_TYPE_MODEL, digest, path.stat().st_size)
 
-    def _adapter_digest(self, raw: str) -> str:
+    def _adapter_digest(self, raw: str, client: _Client) -> str:
         source = raw.strip()
-        if source.startswith(("@", "sha256")):
-            return _digest(source.removeprefix("@"))
+        digest = _blob_reference(self.store, source)
+        if digest is not None:
+            return digest
         path = Path(os.path.expanduser(source))
         if not path.is_absolute():
             raise BadRequestError(
                 f"invalid adapter reference: {source} (upload it with POST /api/blobs and"
                 " name it in 'adapters')"
             )
-        digest = _store_blob_digest(self.store, path)
-        if digest is not None:
-            return digest
+        client.check_server_path("adapter", source)
         if not path.is_file():
             raise BadRequestError(f"invalid adapter reference: {source} (no such file)")
         _read_gguf_upload(path)
@@ -376,15 +421,28 @@ class Manage:
             raise BadRequestError("quantization is only supported for F16, BF16 and F32 models")
 
     async def _create_events(self, plan: _Plan) -> AsyncGenerator[Event, None]:
+        """The create's progress; every blob it uses stays pinned until the manifest is in."""
+        pins = self.store.pins()
+        try:
+            async for event in self._create_pinned(plan, pins):
+                yield event
+        finally:
+            await asyncio.to_thread(pins.release)
+
+    async def _create_pinned(self, plan: _Plan, pins: BlobPins) -> AsyncIterator[Event]:
+        if plan.pull_base is not None:
+            async for event in self._pull_base(plan, plan.pull_base):
+                yield event
         yield {"status": "parsing GGUF"}
+        await asyncio.to_thread(self._pin_plan, plan, pins)
         model = plan.model
         if plan.convert_files is not None:
             yield {"status": "converting model"}
-            model = await self._convert(plan.convert_files)
+            model = await self._convert(plan.convert_files, pins)
             yield {"status": f"creating new layer {model.digest}"}
         elif plan.model_source is not None:
             yield {"status": "transferring model data"}
-            info = await asyncio.to_thread(self.store.import_file, plan.model_source)
+            info = await asyncio.to_thread(self.store.import_file, plan.model_source, pins=pins)
             model = Layer(MEDIA_TYPE_MODEL, info.digest, info.size)
             yield {"status": f"creating new layer {model.digest}"}
         elif model is not None:
@@ -394,47 +452,85 @@ class Manage:
             source_type = await asyncio.to_thread(read_gguf, _path(self.store, model))
             if source_type.file_type.upper() != plan.quantize:
                 yield {"status": f"quantizing {source_type.file_type} model to {plan.quantize}"}
-                model = await self._quantize(model, plan.quantize)
+                model = await self._quantize(model, plan.quantize, pins)
                 yield {"status": f"creating new layer {model.digest}"}
-        layers = await asyncio.to_thread(self._small_layers, plan, model)
+        layers = await asyncio.to_thread(self._small_layers, plan, model, pins)
         for layer in layers[1:]:
             yield {"status": f"using layer {layer.digest}"}
-        config = await asyncio.to_thread(config_layer, self.store, model, layers)
+        config = await asyncio.to_thread(config_layer, self.store, model, layers, pins=pins)
         yield {"status": "writing manifest"}
         await asyncio.to_thread(
             self.store.write_manifest, plan.name, Manifest(config=config, layers=tuple(layers))
         )
         yield {"status": "success"}
 
-    def _small_layers(self, plan: _Plan, model: Layer) -> list[Layer]:
+    async def _pull_base(self, plan: _Plan, base: Name) -> AsyncIterator[Event]:
+        """Pull the FROM model (sharing any pull of it already running), then build on it.
+
+        The pull's own ``success`` is left out: a client could take it for the create's.
+        """
+        async for event in self._registry_events(base, plan.insecure, None):
+            if event.get("status") != "success":
+                yield event
+        await asyncio.to_thread(self._use_pulled_base, plan, base)
+
+    def _use_pulled_base(self, plan: _Plan, base: Name) -> None:
+        found = self.store.find(base)
+        if found is None:  # deleted between its pull and now
+            raise ModelNotFoundError(base.display_short, hint=False)
+        self._use_base(plan, found)
+        if plan.quantize:
+            self._check_quantizable(plan)
+
+    def _pin_plan(self, plan: _Plan, pins: BlobPins) -> None:
+        """Pin every blob the plan reuses, then check each is still here: a delete may have
+        run between planning and now (after the pin none can take them)."""
+        reused = [
+            layer
+            for layer in (plan.model, plan.base_template, plan.base_system, plan.base_messages)
+            if layer is not None
+        ]
+        reused += [*plan.inherited, *plan.adapters, *plan.base_licenses]
+        digests = [layer.digest for layer in reused]
+        digests += [d for f, d in (plan.convert_files or {}).items() if f]
+        pins.add(digests)
+        for digest in digests:
+            if not self.store.has_blob(digest):
+                raise StoreError(
+                    f"blob {digest} is missing: it was deleted while the model was being created"
+                )
+
+    def _small_layers(self, plan: _Plan, model: Layer, pins: BlobPins) -> list[Layer]:
         """Model, projector, adapter, template, system, license(s), params, messages."""
         store = self.store
         layers = [model, *plan.inherited, *plan.adapters]
         if plan.template is not None:
             if plan.template:
-                layers.append(text_layer(store, MEDIA_TYPE_TEMPLATE, plan.template))
+                layers.append(text_layer(store, MEDIA_TYPE_TEMPLATE, plan.template, pins=pins))
         elif plan.base_template is not None:
             layers.append(plan.base_template)
         if plan.system is not None:
             if plan.system:
-                layers.append(text_layer(store, MEDIA_TYPE_SYSTEM, plan.system))
+                layers.append(text_layer(store, MEDIA_TYPE_SYSTEM, plan.system, pins=pins))
         elif plan.base_system is not None:
             layers.append(plan.base_system)
         if plan.licenses is not None:
-            layers.extend(text_layer(store, MEDIA_TYPE_LICENSE, text) for text in plan.licenses)
+            layers.extend(
+                text_layer(store, MEDIA_TYPE_LICENSE, text, pins=pins) for text in plan.licenses
+            )
         else:
             layers.extend(plan.base_licenses)
         if plan.params:
             params = dict(sorted(plan.params.items()))
-            layers.append(json_layer(store, MEDIA_TYPE_PARAMS, params))
+            layers.append(json_layer(store, MEDIA_TYPE_PARAMS, params, pins=pins))
         if plan.messages is not None:
             if plan.messages:
-                layers.append(json_layer(store, MEDIA_TYPE_MESSAGES, plan.messages))
+                layers.append(json_layer(store, MEDIA_TYPE_MESSAGES, plan.messages, pins=pins))
         elif plan.base_messages is not None:
             layers.append(plan.base_messages)
         return layers
 
-    async def _quantize(self, model: Layer, quant_type: str) -> Layer:
+    async def _quantize(self, model: Layer, quant_type: str, pins: BlobPins) -> Layer:
         source = _path(self.store, model)
         fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + "quant-", dir=self.store.blobs_dir)
         os.close(fd)
@@ -456,15 +552,17 @@ class Manage:
             if process.returncode != 0:
                 tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
                 raise StoreError(f"quantization failed: {' '.join(tail) or process.returncode}")
-            return await asyncio.to_thread(self._adopt, tmp, MEDIA_TYPE_MODEL)
+            return await asyncio.to_thread(self._adopt, tmp, MEDIA_TYPE_MODEL, pins)
         finally:
             await asyncio.to_thread(_remove, tmp)
 
-    async def _convert(self, files: dict[str, str]) -> Layer:
+    async def _convert(self, files: dict[str, str], pins: BlobPins) -> Layer:
         convert = _converter()
-        return await asyncio.to_thread(self._convert_sync, convert, files)
+        return await asyncio.to_thread(self._convert_sync, convert, files, pins)
 
-    def _convert_sync(self, convert: Callable[..., Path], files: dict[str, str]) -> Layer:
+    def _convert_sync(
+        self, convert: Callable[..., Path], files: dict[str, str], pins: BlobPins
+    ) -> Layer:
         fd, out_name = tempfile.mkstemp(prefix=TEMP_PREFIX + "convert-", dir=self.store.blobs_dir)
         os.close(fd)
         out = Path(out_name)
@@ -479,18 +577,19 @@ class Manage:
                         target.parent.mkdir(parents=True, exist_ok=True)
                         target.symlink_to(self.store.blob_path(digest))
                     convert(folder, out)
-            return self._adopt(out, MEDIA_TYPE_MODEL)
+            return self._adopt(out, MEDIA_TYPE_MODEL, pins)
         finally:
             with contextlib.suppress(OSError):
                 out.unlink(missing_ok=True)
 
-    def _adopt(self, path: Path, media_type: str) -> Layer:
-        """Hash a finished file in ``blobs/`` and move it into place as a blob."""
+    def _adopt(self, path: Path, media_type: str, pins: BlobPins) -> Layer:
+        """Hash a finished file in ``blobs/`` and move it into place as a (pinned) blob."""
         read_gguf(path)
         digest = sha256_file(path)
         size = path.stat().st_size
         with open(path, "rb") as f:
             os.fsync(f.fileno())
+        pins.add([digest])
         if self.store.has_blob(digest):
             path.unlink()
         else:
@@ -689,8 +788,19 @@ def _typed_parameters(raw: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, str) and OPTION_KINDS[name] != "strs":
             checked[name] = parse_parameter(name, value)
         else:
-            checked[name] = coerce_option(name, value)
+            checked[name] = _in_range(coerce_option(name, value), value)
     return checked
+
+
+def _in_range(typed: Any, raw: Any) -> Any:
+    """A JSON parameter must fit Ollama's types (int64, float32) as a Modelfile's must:
+    a model saved with 1e30 as ``num_ctx`` would fail every load, far from its cause."""
+    if isinstance(typed, int) and not isinstance(typed, bool):
+        if not _INT64_MIN <= typed <= _INT64_MAX:
+            raise InvalidOptionError(f"invalid int value [{raw}]")
+    elif isinstance(typed, float) and not (math.isfinite(typed) and abs(typed) <= _FLOAT32_MAX):
+        raise InvalidOptionError(f"invalid float value [{raw}]")
+    return typed
 
 
 def _message(raw: dict[str, Any]) -> dict[str, str]:
@@ -728,19 +838,43 @@ def _looks_like_path(source: str) -> bool:
     )
 
 
-def _store_blob_digest(store: ModelStore, path: Path) -> str | None:
-    """The digest if ``path`` is a blob file of this store (``show --modelfile`` prints those)."""
-    resolved = Path(os.path.abspath(path))
-    if resolved.parent != store.blobs_dir:
+def _blob_reference(store: ModelStore, source: str) -> str | None:
+    """The digest ``source`` names: ``@sha256:<hex>``, ``sha256:<hex>``, or a blob file of
+    this store (``show --modelfile`` prints those); None for anything else.
+
+    Judged from the text alone, never the disk, so any client may use it: it tells no more
+    than ``HEAD /api/blobs`` does.
+    """
+    if source.startswith(("@", "sha256")):
+        return _digest(source.removeprefix("@"))
+    path = os.path.expanduser(source)
+    if not os.path.isabs(path):
         return None
-    name = resolved.name
-    if not name.startswith("sha256-"):
+    folder, _, name = os.path.normpath(path).rpartition("/")
+    if Path(folder) != store.blobs_dir or not name.startswith("sha256-"):
         return None
     try:
-        digest = parse_digest(name)
+        return parse_digest(name)
     except InvalidDigestError:
         return None
-    return digest if store.has_blob(digest) else None
+
+
+def _is_loopback(host: str | None) -> bool:
+    """Whether a client address is this machine (127.0.0.0/8, ::1, IPv4-mapped loopback).
+
+    Anything else, a name included (Starlette's test client says ``testclient``), is not.
+    Behind a reverse proxy on the same machine every client looks local: such a setup must
+    strip server paths itself.
+    """
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def _read_gguf_upload(path: Path) -> GGUFInfo:

@@ -33,7 +33,7 @@ from corral.store.manifest import (
     RootFS,
 )
 from corral.store.names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, Name
-from corral.store.store import BlobInfo, ModelEntry, ModelStore
+from corral.store.store import BlobInfo, BlobPins, ModelEntry, ModelStore
 
 __all__ = [
     "DEFAULT_HOST",
@@ -53,6 +53,7 @@ __all__ = [
     "MEDIA_TYPE_SYSTEM",
     "MEDIA_TYPE_TEMPLATE",
     "BlobInfo",
+    "BlobPins",
     "Hasher",
     "Layer",
     "Manifest",

@@ -2,6 +2,8 @@
 
 Why shared: a bundled import, ``create`` and a registry pull must produce the same blobs for
 the same content (same bytes, same digest), so there is one way to encode each layer.
+``pins`` (optional) pins each blob as it is stored, so a concurrent delete of a model with
+the same text cannot remove it before the caller's manifest names it.
 """
 
 from __future__ import annotations
@@ -11,26 +13,34 @@ from typing import Any
 
 from corral.gguf import format_parameter_count, read_gguf
 from corral.store.manifest import MEDIA_TYPE_CONFIG, Layer, ModelConfig, RootFS, go_json
-from corral.store.store import ModelStore
+from corral.store.store import BlobPins, ModelStore
 
 __all__ = ["config_layer", "json_layer", "text_layer"]
 
 
-def text_layer(store: ModelStore, media_type: str, text: str) -> Layer:
+def text_layer(
+    store: ModelStore, media_type: str, text: str, *, pins: BlobPins | None = None
+) -> Layer:
     """Store ``text`` (UTF-8) as a blob and return its layer."""
-    info = store.write_blob_bytes(text.encode("utf-8"))
+    info = store.write_blob_bytes(text.encode("utf-8"), pins=pins)
     return Layer(media_type, info.digest, info.size)
 
 
 def json_layer(
-    store: ModelStore, media_type: str, value: Mapping[str, Any] | Sequence[Any]
+    store: ModelStore,
+    media_type: str,
+    value: Mapping[str, Any] | Sequence[Any],
+    *,
+    pins: BlobPins | None = None,
 ) -> Layer:
     """Store ``value`` encoded as Go's encoder does (params, messages) and return its layer."""
-    info = store.write_blob_bytes(go_json(value))
+    info = store.write_blob_bytes(go_json(value), pins=pins)
     return Layer(media_type, info.digest, info.size)
 
 
-def config_layer(store: ModelStore, model: Layer, layers: Sequence[Layer]) -> Layer:
+def config_layer(
+    store: ModelStore, model: Layer, layers: Sequence[Layer], *, pins: BlobPins | None = None
+) -> Layer:
     """The config blob for a model whose weights are ``model`` (a GGUF blob in ``store``).
 
     Family, size class and file type come from the GGUF header (GGUFError if it is not one);
@@ -46,5 +56,5 @@ def config_layer(store: ModelStore, model: Layer, layers: Sequence[Layer]) -> La
         file_type=gguf.file_type,
         rootfs=RootFS(type="layers", diff_ids=tuple(layer.digest for layer in layers)),
     )
-    info = store.write_blob_bytes(config.to_json())
+    info = store.write_blob_bytes(config.to_json(), pins=pins)
     return Layer(MEDIA_TYPE_CONFIG, info.digest, info.size)

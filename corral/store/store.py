@@ -22,9 +22,13 @@ What can go wrong, and what happens:
   so a damaged manifest never causes its blobs to be deleted.
 * Races inside this process: a lock serialises manifest writes, deletes, copies and prunes,
   so a delete cannot remove a blob between a write's "all blobs present" check and its
-  rename. Other processes (a running Ollama on the same store) are not locked out; the
-  atomic renames keep their view consistent, and :meth:`prune` spares files modified within
-  the last hour so it does not eat another writer's in-flight download.
+  rename. A pull or create checks "blob present" long before it writes its manifest; it
+  holds :class:`BlobPins` on the digests it depends on, and delete and prune spare pinned
+  blobs, so deleting a model that shares a blob with an in-flight pull cannot leave the
+  pull's manifest naming a missing blob. Other processes (a running Ollama on the same
+  store) are not locked out; the atomic renames keep their view consistent, and
+  :meth:`prune` spares files modified within the last hour so it does not eat another
+  writer's in-flight download.
 * I/O failures while writing become :class:`StoreError`; a missing model is
   :class:`ModelNotFoundError`; a blob whose content does not match the expected digest is
   :class:`BadRequestError` and leaves nothing behind.
@@ -43,6 +47,7 @@ import stat
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,6 +69,7 @@ __all__ = [
     "PRUNE_GRACE_SECONDS",
     "TEMP_PREFIX",
     "BlobInfo",
+    "BlobPins",
     "BlobWriter",
     "ModelEntry",
     "ModelStore",
@@ -152,6 +158,7 @@ class ModelStore:
         self.blobs_dir = self.root / "blobs"
         self.manifests_dir = self.root / "manifests"
         self._lock = threading.Lock()
+        self._pinned: Counter[str] = Counter()
 
     def __repr__(self) -> str:
         return f"ModelStore({str(self.root)!r})"
@@ -169,7 +176,13 @@ class ModelStore:
         """Whether the blob for ``digest`` is present as a regular file."""
         return self.blob_path(digest).is_file()
 
-    def write_blob(self, chunks: Iterable[bytes], expected_digest: str | None = None) -> BlobInfo:
+    def write_blob(
+        self,
+        chunks: Iterable[bytes],
+        expected_digest: str | None = None,
+        *,
+        pins: BlobPins | None = None,
+    ) -> BlobInfo:
         """Store the concatenation of ``chunks`` as a blob and return its digest and size.
 
         The data goes to a ``.tmp-*`` file in ``blobs/``, hashed on the way, and is renamed to
@@ -177,7 +190,9 @@ class ModelStore:
         does not match, the temp file is removed and BadRequestError is raised. If the blob
         already exists the temp file is dropped and the existing blob's mtime refreshed (so
         :meth:`prune` spares it until a manifest names it). Errors raised by ``chunks``
-        itself propagate unchanged, also leaving nothing behind.
+        itself propagate unchanged, also leaving nothing behind. With ``pins`` the blob is
+        pinned before it is found or renamed, so a concurrent delete cannot take it away
+        before the caller's manifest names it.
         """
         expected = parse_digest(expected_digest) if expected_digest is not None else None
         hasher = Hasher()
@@ -186,6 +201,8 @@ class ModelStore:
             actual = hasher.digest
             if expected is not None and actual != expected:
                 raise BadRequestError(f'digest mismatch, expected "{expected}", got "{actual}"')
+            if pins is not None:
+                pins.add([actual])
             final = self.blob_path(actual)
             try:
                 if final.is_file():
@@ -203,9 +220,11 @@ class ModelStore:
         logger.debug("stored blob %s (%s bytes)", actual, hasher.size)
         return BlobInfo(actual, hasher.size)
 
-    def write_blob_bytes(self, data: bytes, expected_digest: str | None = None) -> BlobInfo:
+    def write_blob_bytes(
+        self, data: bytes, expected_digest: str | None = None, *, pins: BlobPins | None = None
+    ) -> BlobInfo:
         """Store ``data`` as a blob; see :meth:`write_blob`."""
-        return self.write_blob([data], expected_digest)
+        return self.write_blob([data], expected_digest, pins=pins)
 
     def open_blob_writer(self) -> BlobWriter:
         """A writer for a blob whose bytes arrive piece by piece (an upload, a conversion).
@@ -241,13 +260,19 @@ class ModelStore:
             raise StoreError(f"cannot store blob {digest}: {exc}") from exc
         _fsync_dir(self.blobs_dir)
 
-    def import_file(self, path: Path, expected_digest: str | None = None) -> BlobInfo:
+    def import_file(
+        self, path: Path, expected_digest: str | None = None, *, pins: BlobPins | None = None
+    ) -> BlobInfo:
         """Copy the file at ``path`` into the store as a blob, hashing it on the way.
 
         An OSError reading ``path`` propagates as is (it is the caller's file, not the store).
         """
         with Path(path).open("rb") as f:
-            return self.write_blob(_read_chunks(f), expected_digest)
+            return self.write_blob(_read_chunks(f), expected_digest, pins=pins)
+
+    def pins(self) -> BlobPins:
+        """An empty set of pins for one pull or create; see :class:`BlobPins`."""
+        return BlobPins(self)
 
     # ------------------------------------------------------------------------- manifests
 
@@ -384,7 +409,7 @@ class ModelStore:
             self._remove_empty_dirs(path.parent)
             logger.info("deleted model %s", name.display_short)
             try:
-                in_use = self._referenced_digests()
+                in_use = self._referenced_digests() | self._pinned_digests()
             except StoreError as exc:
                 logger.warning("kept the blobs of %s: %s", name.display_short, exc)
                 return
@@ -410,13 +435,13 @@ class ModelStore:
         """Remove unreferenced blobs, stray files and empty manifest directories.
 
         In ``blobs/`` a file goes if it is not a blob name (temp files, partial downloads)
-        or is a blob no manifest references, unless it was modified within
-        ``grace_seconds``. Stale ``.tmp-*`` files under ``manifests/`` go too. Returns the
-        number of files removed (directories are not counted). StoreError, before anything
-        is removed, if some manifest cannot be read.
+        or is a blob no manifest references (and no in-flight pull or create has pinned),
+        unless it was modified within ``grace_seconds``. Stale ``.tmp-*`` files under
+        ``manifests/`` go too. Returns the number of files removed (directories are not
+        counted). StoreError, before anything is removed, if some manifest cannot be read.
         """
         with self._lock:
-            in_use = self._referenced_digests()
+            in_use = self._referenced_digests() | self._pinned_digests()
             cutoff = time.time() - grace_seconds
             removed = 0
             for entry in _scandir(self.blobs_dir):
@@ -540,6 +565,20 @@ class ModelStore:
                 in_use |= _salvage_digests(data)
         return in_use
 
+    def _pinned_digests(self) -> set[str]:
+        """Digests some live :class:`BlobPins` holds; call with the lock held."""
+        return {digest for digest, count in self._pinned.items() if count > 0}
+
+    def _pin(self, digests: Iterable[str]) -> None:
+        with self._lock:
+            self._pinned.update(digests)
+
+    def _unpin(self, digests: Iterable[str]) -> None:
+        with self._lock:
+            self._pinned.subtract(digests)
+            for digest in [d for d, count in self._pinned.items() if count <= 0]:
+                del self._pinned[digest]
+
     def _remove_empty_dirs(self, start: Path) -> None:
         """rmdir ``start`` and its parents while empty, stopping below ``manifests/``."""
         directory = start
@@ -572,6 +611,56 @@ class ModelStore:
                 with contextlib.suppress(OSError):
                     directory.rmdir()
         return removed
+
+
+class BlobPins:
+    """The blobs one in-flight pull or create depends on; delete and prune spare them.
+
+    Why: a pull decides "this blob is here, skip it" long before it writes the manifest that
+    names the blob, and a create reuses its base model's blobs; a delete of another model
+    sharing such a blob in between would remove it, and the manifest write would fail (or,
+    without the final check, name a missing blob). Pin a digest *before* checking that its
+    blob is present; the pin lasts until :meth:`release` (after the manifest is written).
+    Pins live in this process only (another process on the same store is covered by the
+    prune grace period, not by pins). Thread-safe; :meth:`add` and :meth:`release` take
+    the store's lock, so async callers run them with ``asyncio.to_thread``.
+    """
+
+    def __init__(self, store: ModelStore) -> None:
+        self._store = store
+        self._digests: set[str] = set()
+        self._guard = threading.Lock()
+        self._released = False
+
+    def __enter__(self) -> BlobPins:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @property
+    def digests(self) -> frozenset[str]:
+        """What is pinned now."""
+        return frozenset(self._digests)
+
+    def add(self, digests: Iterable[str]) -> None:
+        """Pin ``digests`` (each validated; InvalidDigestError if malformed)."""
+        wanted = {parse_digest(d) for d in digests}
+        with self._guard:
+            if self._released:
+                raise StoreError("blob pins used after release")
+            new = wanted - self._digests
+            self._store._pin(new)
+            self._digests |= new
+
+    def release(self) -> None:
+        """Drop every pin (idempotent)."""
+        with self._guard:
+            if self._released:
+                return
+            self._released = True
+            self._store._unpin(self._digests)
+            self._digests = set()
 
 
 class BlobWriter:

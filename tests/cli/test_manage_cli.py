@@ -9,8 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from corral.convert import convert_checkpoint
 from tests.cli.test_cli import corral
 from tests.conftest import ServerProcess
+from tests.convert.tiny import write_tiny_bert, write_tiny_llama
 from tests.registry.registry_process import Registry, running_registry
 from tests.registry.tiny import write_tiny_gguf
 
@@ -70,3 +72,43 @@ def test_create_errors_are_one_line(server: ServerProcess, tmp_path: Path) -> No
     nofile = corral("create", "x", "-f", str(tmp_path / "Nope"), env=env)
     assert nofile.returncode == 1 and "cannot read the Modelfile" in nofile.stderr
     assert "Traceback" not in bad.stderr + missing.stderr + nofile.stderr
+
+
+def _post(server: ServerProcess, path: str, body: dict[str, object]) -> httpx.Response:
+    response = httpx.post(server.url + path, json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_create_uploads_a_local_safetensors_folder(server: ServerProcess, tmp_path: Path) -> None:
+    write_tiny_bert(tmp_path / "bert")
+    (tmp_path / "Modelfile").write_text("FROM ./bert\n")
+    created = corral("create", "clibert", "-f", str(tmp_path / "Modelfile"), env=server.env())
+    assert created.returncode == 0, created.stderr
+    assert "transferring model data" in created.stderr
+    assert "converting model" in created.stderr and "success" in created.stderr
+    body = {"model": "clibert", "input": "the cat sat on the mat", "keep_alive": 0}
+    vectors = _post(server, "/api/embed", body).json()["embeddings"]
+    assert len(vectors) == 1 and len(vectors[0]) == 32
+
+
+def test_create_quantizes_a_local_f16_gguf(server: ServerProcess, tmp_path: Path) -> None:
+    write_tiny_llama(tmp_path / "ckpt")
+    convert_checkpoint(tmp_path / "ckpt", tmp_path / "tiny-f16.gguf", file_type="f16")
+    (tmp_path / "Modelfile").write_text("FROM ./tiny-f16.gguf\nPARAMETER temperature 0\n")
+    modelfile = str(tmp_path / "Modelfile")
+    created = corral("create", "cliq8", "-f", modelfile, "-q", "q8_0", env=server.env())
+    assert created.returncode == 0, created.stderr
+    assert "quantizing F16 model to Q8_0" in created.stderr
+    shown = _post(server, "/api/show", {"model": "cliq8"}).json()
+    assert shown["details"]["quantization_level"] == "Q8_0"
+    body = {
+        "model": "cliq8",
+        "prompt": "hello world",
+        "raw": True,
+        "stream": False,
+        "keep_alive": 0,
+        "options": {"num_predict": 4},
+    }
+    answer = _post(server, "/api/generate", body).json()
+    assert answer["done"] is True and answer["eval_count"] >= 1

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import ServerProcess
+from tests.convert.tiny import write_tiny_bert, write_tiny_llama
 from tests.registry.tiny import write_tiny_gguf
 
 pytestmark = pytest.mark.model
@@ -180,7 +181,6 @@ def _error(response: httpx.Response) -> str:
         ({"model": "a", "modelfile": "FROM x\nBOGUS"}, 400, "line 2: command must be one of"),
         ({"model": "a", "modelfile": "SYSTEM hi"}, 400, "no FROM line"),
         ({"model": "a", "modelfile": "FROM x\nPARAMETER nope 1"}, 400, "unknown parameter"),
-        ({"model": "a", "from": "no-such-model"}, 404, "model 'no-such-model' not found"),
         ({"model": "a", "from": "./rel.gguf"}, 400, "invalid model reference"),
         ({"model": "a", "from": "/etc/hostname"}, 400, "supplied file was not in GGUF format"),
         ({"model": "a", "from": "/no/such/file.gguf"}, 400, "no such file"),
@@ -191,6 +191,29 @@ def _error(response: httpx.Response) -> str:
         ({"model": "a", "files": {"x.gguf": ""}}, 400, "invalid digest format"),
         ({"model": "a", "from": "x", "parameters": {"nope": 1}}, 400, "unknown parameter"),
         ({"model": "a", "from": "x", "parameters": {"top_k": "z"}}, 400, "invalid int value"),
+        (
+            {"model": "a", "modelfile": "FROM x\nPARAMETER num_ctx 99999999999999999999999"},
+            400,
+            "line 2: invalid int value [99999999999999999999999]",
+        ),
+        (
+            {"model": "a", "from": "x", "parameters": {"num_ctx": 99999999999999999999999}},
+            400,
+            "invalid int value [99999999999999999999999]",
+        ),
+        ({"model": "a", "from": "x", "parameters": {"num_ctx": 1e30}}, 400, "invalid int value"),
+        ({"model": "a", "from": "x", "parameters": {"seed": "1_0"}}, 400, "invalid int value"),
+        ({"model": "a", "from": "x", "parameters": {"top_p": 1e39}}, 400, "invalid float value"),
+        (
+            {"model": "a", "from": "x", "parameters": {"temperature": "inf"}},
+            400,
+            "invalid float value [inf]",
+        ),
+        (
+            {"model": "a", "modelfile": "FROM x\nPARAMETER temperature NaN"},
+            400,
+            "line 2: invalid float value [NaN]",
+        ),
         ({"model": "a", "from": "x", "messages": [{"role": "bot"}]}, 400, "message role"),
         ({"model": "a", "from": "x", "quantize": "q9_Z"}, 400, "unsupported quantization"),
     ],
@@ -243,3 +266,42 @@ def test_writer_modelfile_round_trips_hostile_text(server: ServerProcess, upload
     assert response.status_code == 200, response.text
     tags = _tags(server)
     assert tags["tiny-hostile2:latest"]["digest"] == tags["tiny-hostile:latest"]["digest"]
+
+
+def _generate(server: ServerProcess, model: str) -> dict[str, Any]:
+    body = {
+        "model": model,
+        "prompt": "hello world",
+        "raw": True,
+        "stream": False,
+        "keep_alive": 0,
+        "options": {"num_predict": 4, "temperature": 0},
+    }
+    response = httpx.post(server.url + "/api/generate", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_create_from_a_safetensors_folder_on_the_server(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    write_tiny_llama(tmp_path / "llama")
+    response = _create(server, {"model": "tiny-llama-st", "from": str(tmp_path / "llama")})
+    assert response.status_code == 200, response.text
+    statuses = [e["status"] for e in _events(response)]
+    assert "converting model" in statuses and statuses[-1] == "success"
+    details = _show(server, "tiny-llama-st")["details"]
+    assert (details["family"], details["quantization_level"]) == ("llama", "F16")
+    answer = _generate(server, "tiny-llama-st")
+    assert answer["done"] is True and answer["eval_count"] >= 1
+
+    write_tiny_bert(tmp_path / "bert")
+    modelfile = f"FROM {tmp_path / 'bert'}\n"
+    response = _create(server, {"model": "tiny-bert-st", "modelfile": modelfile, "stream": False})
+    assert response.status_code == 200, response.text
+    body = {"model": "tiny-bert-st", "input": ["the cat sat", "a dog"], "keep_alive": 0}
+    embedded = httpx.post(server.url + "/api/embed", json=body, timeout=120)
+    assert embedded.status_code == 200, embedded.text
+    vectors = embedded.json()["embeddings"]
+    assert len(vectors) == 2 and len(vectors[0]) == 32
+    assert vectors[0] != vectors[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -275,3 +276,140 @@ def test_http_name_needs_insecure(server: ServerProcess, registry: Registry) -> 
 def test_push_unknown_model(server: ServerProcess) -> None:
     response = _post(server, "/api/push", {"model": "nothing-here"})
     assert response.status_code == 404
+
+
+def _push(server: ServerProcess, name: str) -> None:
+    pushed = _post(server, "/api/push", {"model": name, "insecure": True})
+    assert pushed.status_code == 200, pushed.text
+    assert _events(pushed)[-1] == {"status": "success"}, pushed.text
+
+
+def _delete(server: ServerProcess, name: str) -> None:
+    response = httpx.request("DELETE", server.url + "/api/delete", json={"model": name})
+    assert response.status_code == 200, response.text
+
+
+def test_create_from_a_registry_name_pulls_the_base(
+    server: ServerProcess, registry: Registry, tmp_path: Path
+) -> None:
+    base = f"{registry.host}/test/base:1"
+    digest = _upload(server, write_tiny_gguf(tmp_path / "base.gguf", seed=5))
+    _create(server, base, digest, system="from the registry", parameters={"top_k": 9})
+    _push(server, base)
+    _delete(server, base)
+    assert not (server.models_dir / "blobs" / f"sha256-{digest[7:]}").exists()
+
+    modelfile = f"FROM {base}\nPARAMETER temperature 0.2\n"
+    body = {"model": "child-of-remote", "modelfile": modelfile, "insecure": True}
+    response = _post(server, "/api/create", body)
+    assert response.status_code == 200, response.text
+    statuses = [e.get("status", e.get("error")) for e in _events(response)]
+    assert statuses[0] == "pulling manifest"
+    assert f"pulling {digest[7:19]}" in statuses
+    assert statuses.index("verifying sha256 digest") < statuses.index("parsing GGUF")
+    assert f"using existing layer {digest}" in statuses
+    assert statuses.count("success") == 1 and statuses[-1] == "success"
+    shown = _post(server, "/api/show", {"model": "child-of-remote"}).json()
+    assert shown["system"] == "from the registry"
+    assert "top_k" in shown["parameters"] and "temperature" in shown["parameters"]
+    tags = {m["name"] for m in httpx.get(server.url + "/api/tags").json()["models"]}
+    assert {base, "child-of-remote:latest"} <= tags
+
+
+def test_create_from_a_registry_name_that_does_not_exist(
+    server: ServerProcess, registry: Registry
+) -> None:
+    body = {"model": "orphan", "from": f"{registry.host}/no/such:1", "insecure": True}
+    streamed = _events(_post(server, "/api/create", body))
+    assert streamed[0] == {"status": "pulling manifest"}
+    assert streamed[-1] == {"error": "pull model manifest: file does not exist"}
+    plain = _post(server, "/api/create", {**body, "stream": False})
+    assert plain.status_code == 404
+    assert plain.json() == {"error": "pull model manifest: file does not exist"}
+    tags = {m["name"] for m in httpx.get(server.url + "/api/tags").json()["models"]}
+    assert "orphan:latest" not in tags
+
+
+def _wait_for(condition: Any, what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_delete_during_a_pull_spares_the_blobs_it_shares(
+    server: ServerProcess, registry: Registry, tmp_path: Path
+) -> None:
+    digest = _upload(server, write_tiny_gguf(tmp_path / "shared.gguf", seed=6))
+    a, b = f"{registry.host}/race/a:1", f"{registry.host}/race/b:1"
+    _create(server, a, digest, system="only in a")
+    _create(server, b, digest, license="only in b")
+    _push(server, a)
+    _push(server, b)
+    b_manifest, b_parsed = _manifest(server, b)
+    system_a = next(d for d in _manifest(server, a)[1].digests if d not in b_parsed.digests)
+    _delete(server, a)
+    _delete(server, b)
+    assert _events(_post(server, "/api/pull", {"model": a, "insecure": True}))[-1] == {
+        "status": "success"
+    }
+    blobs = server.models_dir / "blobs"
+    gate = threading.Event()
+    behaviour = Behaviour(manifests={"race/b:1": b_manifest}, upstream=registry.url, gate=gate)
+    results: list[list[dict[str, Any]]] = []
+    with hostile_registry(behaviour) as proxy:
+        body = {"model": f"{proxy}/race/b:1", "insecure": True}
+        thread = threading.Thread(
+            target=lambda: results.append(_events(_post(server, "/api/pull", body)))
+        )
+        thread.start()
+        try:
+            # B's pull holds its manifest and waits for a blob it lacks: the window is open
+            _wait_for(lambda: behaviour.ranges, "the pull of b to ask for a blob")
+            _delete(server, a)
+            assert (blobs / f"sha256-{digest[7:]}").is_file()  # pinned by the pull of b
+            assert not (blobs / f"sha256-{system_a[7:]}").exists()  # a's own: gone
+        finally:
+            gate.set()
+            thread.join(timeout=60)
+    assert results and results[0][-1] == {"status": "success"}, results
+    store = ModelStore(server.models_dir)
+    pulled = store.read_manifest(Name.parse(f"{proxy}/race/b:1"))
+    assert all(store.has_blob(d) for d in pulled.digests)
+    _delete(server, f"{proxy}/race/b:1")  # the pins are gone with the pull: blobs go too
+    assert not (blobs / f"sha256-{digest[7:]}").exists()
+
+
+def test_a_token_realm_on_another_host_is_refused(server: ServerProcess) -> None:
+    victim = Behaviour()
+    with hostile_registry(victim) as victim_host:
+        behaviour = _hostile_model(b"weights" * 1000)
+        behaviour.token = "s3cret"
+        behaviour.realm = f"http://{victim_host}/token"
+        with hostile_registry(behaviour) as host:
+            events = _pull(server, host)
+    assert events[-1] == {
+        "error": f'realm host "{victim_host}" does not match original host "{host}"'
+    }
+    assert not victim.requests  # the server never went there
+    assert httpx.get(server.url + "/api/version").status_code == 200
+
+
+def test_push_follows_a_token_challenge(
+    server: ServerProcess, registry: Registry, tmp_path: Path
+) -> None:
+    behaviour = Behaviour(upstream=registry.url, token="push-token")
+    with hostile_registry(behaviour) as proxy:
+        name = f"{proxy}/tok/m:1"
+        digest = _upload(server, write_tiny_gguf(tmp_path / "tok.gguf", seed=8))
+        _create(server, name, digest, system="behind a token")
+        _push(server, name)
+    assert any("pull%2Cpush" in query for query in behaviour.token_queries)
+    assert any(key.startswith(("POST", "PATCH", "PUT")) for key in behaviour.requests)
+    local, _ = _manifest(server, name)
+    remote = httpx.get(
+        f"{registry.url}/v2/tok/m/manifests/1",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    assert remote.status_code == 200
+    assert remote.content == local

@@ -88,6 +88,17 @@ def test_format_reads_back() -> None:
         ("FROM x\nPARAMETER nope 1", "line 2: unknown parameter 'nope'"),
         ("FROM x\n\nPARAMETER num_ctx big", "line 3: invalid int value [big]"),
         ("FROM x\nPARAMETER temperature warm", "line 2: invalid float value [warm]"),
+        (
+            "FROM x\nPARAMETER num_ctx 99999999999999999999999",
+            "line 2: invalid int value [99999999999999999999999]",
+        ),
+        ("FROM x\nPARAMETER seed 9223372036854775808", "line 2: invalid int value"),
+        ("FROM x\nPARAMETER seed -9223372036854775809", "line 2: invalid int value"),
+        ("FROM x\nPARAMETER num_ctx 1_000", "line 2: invalid int value [1_000]"),
+        ("FROM x\nPARAMETER num_ctx 4096.0", "line 2: invalid int value [4096.0]"),
+        ("FROM x\nPARAMETER temperature nan", "line 2: invalid float value [nan]"),
+        ("FROM x\nPARAMETER temperature -inf", "line 2: invalid float value [-inf]"),
+        ("FROM x\nPARAMETER top_p 1e39", "line 2: invalid float value [1e39]"),
         ("FROM x\nPARAMETER use_mmap maybe", "line 2: invalid bool value [maybe]"),
         ("FROM x\nPARAMETER temperature", "line 2: missing parameter value"),
         ("FROM x\nMESSAGE robot hi", 'line 2: message role must be one of "system", "user"'),
@@ -102,6 +113,20 @@ def test_errors_name_the_line(text: str, message: str) -> None:
         parse_modelfile(text)
     assert info.value.message.startswith(message)
     assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        ("PARAMETER seed 9223372036854775807", 9223372036854775807),
+        ("PARAMETER seed -9223372036854775808", -9223372036854775808),
+        ("PARAMETER num_ctx +8192", 8192),
+        ("PARAMETER temperature 3.4e38", 3.4e38),
+    ],
+)
+def test_parameters_at_the_edges_of_their_types(line: str, value: object) -> None:
+    fields = to_create_fields(parse_modelfile(f"FROM x\n{line}\n"))
+    assert list(fields.parameters.values()) == [value]
 
 
 def test_bom_and_utf16() -> None:

@@ -304,3 +304,80 @@ def test_concurrent_delete_and_write(store: ModelStore) -> None:
     for entry in store.list_models():
         for digest in entry.manifest.digests:
             assert store.has_blob(digest)
+
+
+def _pinned_model(store: ModelStore, name: str, data: bytes) -> None:
+    """A model written the way a pull or create does: every blob pinned as it lands."""
+    with store.pins() as pins:
+        config = store.write_blob_bytes(b'{"model_format":"gguf"}', pins=pins)
+        digest, size = store.write_blob_bytes(data, pins=pins)
+        manifest = Manifest(
+            Layer(MEDIA_TYPE_CONFIG, config.digest, config.size),
+            (Layer(MEDIA_TYPE_MODEL, digest, size),),
+        )
+        store.write_manifest(Name.parse(name), manifest)
+
+
+def test_pinned_blobs_survive_delete_and_prune(store: ModelStore) -> None:
+    manifest = _model(store, "one", b"shared", b"only-one")
+    with store.pins() as pins:
+        pins.add([_digest(b"shared"), manifest.config.digest])
+        assert pins.digests == {_digest(b"shared"), manifest.config.digest}
+        store.delete(Name.parse("one"))
+        assert store.has_blob(_digest(b"shared"))
+        assert store.has_blob(manifest.config.digest)
+        assert not store.has_blob(_digest(b"only-one"))
+        assert store.prune(grace_seconds=-1) == 0
+    assert store.prune(grace_seconds=-1) == 2  # released: nothing spares them now
+    assert _files(store.blobs_dir) == []
+
+
+def test_pins_are_counted_per_holder(store: ModelStore) -> None:
+    digest = store.write_blob_bytes(b"orphan").digest
+    first, second = store.pins(), store.pins()
+    first.add([digest])
+    second.add([digest, digest])
+    first.release()
+    first.release()  # idempotent: must not drop the second holder's pin
+    assert store.prune(grace_seconds=-1) == 0
+    second.release()
+    assert store.prune(grace_seconds=-1) == 1
+
+
+def test_pins_refuse_bad_digests_and_use_after_release(store: ModelStore) -> None:
+    pins = store.pins()
+    with pytest.raises(InvalidDigestError):
+        pins.add(["sha256:../../etc/passwd"])
+    pins.release()
+    with pytest.raises(StoreError):
+        pins.add(["sha256:" + "a" * 64])
+
+
+def test_write_blob_pins_what_it_stores(store: ModelStore) -> None:
+    with store.pins() as pins:
+        info = store.write_blob_bytes(b"text layer", pins=pins)
+        assert pins.digests == {info.digest}
+        assert store.prune(grace_seconds=-1) == 0
+    assert store.prune(grace_seconds=-1) == 1
+
+
+def test_pinned_writers_never_lose_a_blob_to_a_delete(store: ModelStore) -> None:
+    """Unlike unpinned writers (above), a pinned writer's manifest write never fails."""
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            for j in range(20):
+                name = f"p{i}:{j}"
+                _pinned_model(store, name, b"shared")
+                store.delete(Name.parse(name))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert _files(store.blobs_dir) == []  # every pin was released, so the last delete cleaned up
