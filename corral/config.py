@@ -4,8 +4,9 @@ Ollama's names and defaults (``envconfig/config.go``), so an existing setup keep
 A bad value never stops the server: it logs a warning and falls back to the default, as
 Ollama does. ``Settings.describe()`` feeds ``corral serve --help`` and the startup log.
 
-Durations follow Ollama's rules: a bare number is seconds, otherwise a Go duration string
-(``"5m"``, ``"1h30m"``, ``"-1s"``); any negative duration means "forever".
+Durations follow Ollama's rules: in a variable a whole number is seconds, otherwise a Go
+duration string (``"5m"``, ``"1h30m"``, ``"-1s"``); in the API (``parse_duration``) a JSON
+number is seconds and a string must be a Go duration; any negative duration means "forever".
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "VARIABLES",
     "Settings",
     "parse_duration",
+    "parse_go_duration",
     "parse_host",
 ]
 
@@ -35,24 +37,27 @@ FOREVER = math.inf
 
 DEFAULT_PORT = 11434
 
-_GO_DURATION_RE = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
 _UNIT_SECONDS = {
     "ns": 1e-9,
     "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
+    "µs": 1e-6,  # U+00B5 micro sign
+    "μs": 1e-6,  # U+03BC Greek mu
     "ms": 1e-3,
     "s": 1.0,
     "m": 60.0,
     "h": 3600.0,
 }
+#: Go's time.Duration is int64 nanoseconds; a longer duration is an error there
+_MAX_DURATION_SECONDS = (2**63 - 1) / 1e9
 
 
 def parse_duration(value: str | float | int) -> float:
-    """Seconds from an Ollama duration: a number of seconds or a Go duration string.
+    """Seconds from an API ``keep_alive``: a JSON number of seconds or a Go duration string.
 
-    Negative → ``FOREVER``. Raises ``ValueError`` with Go's wording for bad strings, which
-    the API layer turns into a 400.
+    Strict as Ollama's ``Duration.UnmarshalJSON``: a string must be a Go duration, so
+    ``"10"`` is refused (``time: missing unit in duration "10"``) although ``10`` is ten
+    seconds. Negative → ``FOREVER``. Raises ``ValueError`` with Go's wording, which the API
+    layer turns into a 400. Environment variables use the lenient ``_Reader.duration``.
     """
     if isinstance(value, bool):
         raise ValueError(f"Unsupported type: '{type(value).__name__}'")
@@ -65,45 +70,58 @@ def parse_duration(value: str | float | int) -> float:
             return float(value)
         except OverflowError:  # an integer beyond float range: as long as forever
             return FOREVER
-    text = value.strip()
-    try:
-        number = float(text)
-    except ValueError:
-        pass
-    else:
-        if math.isnan(number):
-            raise ValueError(f'time: invalid duration "{value}"')
-        return FOREVER if number < 0 else number
-    seconds = _parse_go_duration(text, original=value)
+    seconds = parse_go_duration(value)
     return FOREVER if seconds < 0 else seconds
 
 
-def _parse_go_duration(text: str, *, original: str) -> float:
-    sign = 1.0
+def parse_go_duration(text: str) -> float:
+    """Signed seconds from a Go duration string, with the errors of Go's
+    ``time.ParseDuration``: a sequence of decimal numbers each with a unit (``"1h30m"``,
+    ``"-1.5s"``, ``"300ms"``); ``"0"`` alone needs no unit; no spaces anywhere."""
     body = text
+    sign = 1.0
     if body[:1] in ("+", "-"):
         sign = -1.0 if body[0] == "-" else 1.0
         body = body[1:]
     if body == "0":
         return 0.0
     if not body:
-        raise ValueError(f'time: invalid duration "{original}"')
+        raise ValueError(f"time: invalid duration {_go_quote(text)}")
     total = 0.0
-    position = 0
-    for match in _GO_DURATION_RE.finditer(body):
-        if match.start() != position:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        position = match.end()
-    if position != len(body):
-        rest = body[position:]
-        if re.fullmatch(r"[0-9.]+", rest):
-            raise ValueError(f'time: missing unit in duration "{original}"')
-        unit = re.match(r"[0-9.]*([^0-9.]+)", rest)
-        if unit and position < len(body) and re.match(r"[0-9.]", rest):
-            raise ValueError(f'time: unknown unit "{unit.group(1)}" in duration "{original}"')
-        raise ValueError(f'time: invalid duration "{original}"')
+    while body:
+        number, body = _duration_number(body, text)
+        unit, body = _duration_unit(body, text)
+        total += number * _UNIT_SECONDS[unit]
+        if total > _MAX_DURATION_SECONDS:
+            raise ValueError(f"time: invalid duration {_go_quote(text)}")
     return sign * total
+
+
+def _duration_number(body: str, text: str) -> tuple[float, str]:
+    """The leading ``123``, ``1.5``, ``.5`` or ``5.`` of ``body``, and what follows it."""
+    match = re.match(r"([0-9]*)(?:\.([0-9]*))?", body)
+    assert match is not None  # the pattern matches the empty string
+    whole, fraction = match.group(1), match.group(2)
+    if not whole and not fraction:
+        raise ValueError(f"time: invalid duration {_go_quote(text)}")
+    return float(f"{whole or '0'}.{fraction or '0'}"), body[match.end() :]
+
+
+def _duration_unit(body: str, text: str) -> tuple[str, str]:
+    """The unit at the start of ``body`` (everything up to the next digit or dot)."""
+    match = re.match(r"[^0-9.]*", body)
+    assert match is not None
+    unit = match.group(0)
+    if not unit:
+        raise ValueError(f"time: missing unit in duration {_go_quote(text)}")
+    if unit not in _UNIT_SECONDS:
+        raise ValueError(f"time: unknown unit {_go_quote(unit)} in duration {_go_quote(text)}")
+    return unit, body[match.end() :]
+
+
+def _go_quote(text: str) -> str:
+    """A string as Go's ``%q`` writes it, for the usual cases (quotes and backslashes)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,15 +296,20 @@ class _Reader:
             return 1 if self.boolean(name) else 0
 
     def duration(self, name: str, default: float, *, zero_is_forever: bool = False) -> float:
+        """A Go duration, else a whole number of seconds (Ollama's ``KeepAlive`` and
+        ``LoadTimeout`` are this lenient, unlike the API's ``keep_alive``); negative is
+        forever."""
         raw = self._raw(name)
         if raw is None:
             return default
         try:
-            seconds = parse_duration(raw)
+            seconds = parse_go_duration(raw)
         except ValueError:
-            logger.warning("invalid %s=%r, using default %ss", name, raw, default)
-            return default
-        if zero_is_forever and seconds == 0:
+            if not re.fullmatch(r"[+-]?[0-9]+", raw):
+                logger.warning("invalid %s=%r, using default %ss", name, raw, default)
+                return default
+            seconds = float(int(raw))
+        if seconds < 0 or (zero_is_forever and seconds == 0):
             return FOREVER
         return seconds
 

@@ -5,7 +5,11 @@ Handlers call ``async with scheduler.acquire(model, options, keep_alive) as ref`
 - a bounded count of pending requests (``OLLAMA_MAX_QUEUE``): one more gets ``ServerBusyError``;
 - reuse of a loaded runner whose load-time options fit the request, else a new load (one load
   per model at a time, shared by everyone waiting for it; a cancelled requester does not
-  cancel the load for the others);
+  cancel the load for the others). Only options the request (or the model's Modelfile) set
+  are compared: an unset ``num_ctx``, ``num_batch``, ``num_parallel``, ... and ``num_gpu: -1``
+  match any loaded runner, and a smaller ``num_ctx`` than loaded is fine. The automatic
+  ``num_parallel`` (4 where memory allows, else 1) is decided once, when loading, so two
+  models taking turns with modest free memory do not reload each other's runners;
 - a reference count per runner; when it drops to zero the keep-alive timer starts (``0``
   unloads at once, ``FOREVER`` never), and a request overwrites the runner's keep-alive;
 - at most ``max_loaded`` runners: the idle one expiring soonest is evicted first; if every one
@@ -16,7 +20,10 @@ Handlers call ``async with scheduler.acquire(model, options, keep_alive) as ref`
   first, and after evicting one that had GPU memory the load waits (up to 5 s) for the GPU
   to report that memory free again. With nothing left to evict it loads as well as it can
   (part of the layers on the CPU), or fails with how much was needed and how much is free;
-- a runner that died is dropped and loaded again on the next request.
+- a runner that dies is dropped at once (a task per runner awaits its process), its exit
+  status or signal logged, and loaded again on the next request;
+- every load, unload and eviction is logged in one line with the model, the memory it needs
+  and what is free, and its cause (first use, which option changed, expiry, a death, ...).
 
 The factory that starts runners (``runner_factory``), the machine (``system``) and the
 estimator are injected, so tests can use fakes.
@@ -66,6 +73,11 @@ class RunnerLike(Protocol):
 
     async def stop(self, grace: float = 5.0) -> None: ...
 
+    async def exited(self) -> str:
+        """Return once the process has ended, saying how (``exit status 1``, ``killed by
+        signal 9 (SIGKILL)``)."""
+        ...
+
 
 RunnerFactory = Callable[[RunnerConfig], Awaitable[RunnerLike]]
 
@@ -81,6 +93,7 @@ class ModelSpec:
     size_bytes: int
     context_length: int = 0
     details: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    adapter_paths: tuple[str, ...] = ()  # LoRA blobs the runner applies over model_path
 
 
 @dataclass(slots=True)
@@ -108,6 +121,15 @@ class LoadedModel:
     reserved: int = 0  # requests that waited for this load and have not taken it yet
     load_duration: float = 0.0
     estimate: Estimate = field(default_factory=lambda: Estimate.on_cpu(0))
+    stale: str = ""  # why it must be replaced once its requests end (an option changed)
+    died: str = ""  # how its process ended, when it ended by itself
+    stopped_by_us: bool = False  # the process was alive when we asked it to stop
+    watcher: asyncio.Task[None] | None = None  # awaits the process's end (see _watch)
+
+    @property
+    def waiting_for_slot(self) -> int:
+        """Requests holding this runner beyond its parallel slots: they wait in its queue."""
+        return max(self.refcount - self.config.num_parallel, 0)
 
     @property
     def size_bytes(self) -> int:
@@ -156,6 +178,8 @@ class Scheduler:
         self._claims: dict[str, Estimate] = {}
         self._pending = 0
         self._load_waiters: dict[str, int] = {}
+        # why each model was last unloaded, so that its next load can say why it happens
+        self._unloaded_because: dict[str, str] = {}
         self.stats = SchedulerStats()
         self._changed = asyncio.Condition()
         self._closed = False
@@ -168,23 +192,28 @@ class Scheduler:
     ) -> AsyncIterator[LoadedModel]:
         """Hold a runner for ``spec`` for the duration of the ``async with`` block."""
         config = self.runner_config(spec, options)
-        entry = await self._get(spec, config, keep_alive)
+        entry = await self._get(spec, config, options.given, keep_alive)
         try:
             yield entry
         finally:
             await self._release(entry)
 
     def runner_config(self, spec: ModelSpec, options: Options) -> RunnerConfig:
-        """The runner a request needs: load-time options resolved against this machine."""
+        """The runner a request needs: load-time options resolved against this machine.
+
+        ``num_parallel`` 0 means automatic: decided when a load places the model
+        (``_with_parallel``), never per request, which would make a loaded runner look
+        incompatible whenever free memory changed.
+        """
         num_ctx = options.num_ctx
         train = spec.context_length
         if train and num_ctx > train:
             num_ctx = train
         parallel = options.num_parallel or self.settings.num_parallel
-        config = RunnerConfig(
+        return RunnerConfig(
             model_path=spec.model_path,
             num_ctx=max(num_ctx, 4),
-            num_parallel=max(parallel, 1),
+            num_parallel=max(parallel, 0),
             num_batch=max(options.num_batch, 1),
             # physical cores within this process's affinity and cgroup quota, as Ollama
             num_thread=options.num_thread
@@ -198,10 +227,8 @@ class Scheduler:
             verbose=self.settings.debug > 0,
             # CPU runners take turns per decode step (see runner.engine._FileTurn)
             cpu_lock_path=str(Path(tempfile.gettempdir()) / "corral-cpu.lock"),
+            adapters=spec.adapter_paths,
         )
-        if parallel <= 0:
-            config = replace(config, num_parallel=self._auto_parallel(config))
-        return config
 
     def _load_request(self, config: RunnerConfig) -> LoadRequest:
         return LoadRequest(
@@ -215,14 +242,18 @@ class Scheduler:
             spread=self.settings.sched_spread,
         )
 
-    def _auto_parallel(self, config: RunnerConfig) -> int:
-        """4 where the model with 4 slots fits the machine as last seen, else 1 (Ollama)."""
-        try:
-            return estimate.auto_parallel(
-                config.model_path, self._load_request(config), self._last_system
-            )
-        except CorralError:
-            return 1  # unreadable GGUF: the runner's own load error will say why
+    def _with_parallel(self, config: RunnerConfig, system: SystemInfo) -> RunnerConfig:
+        """``config`` with an automatic ``num_parallel`` decided for ``system`` (what is
+        free for this load): 4 where the model with 4 slots fits with a fifth of the
+        system memory to spare, else 1 (Ollama's rule, through the injected estimator)."""
+        if config.num_parallel > 0:
+            return config
+        four = replace(config, num_parallel=4)
+        memory = system.memory
+        roomy = replace(system, memory=replace(memory, free_bytes=int(memory.free_bytes * 0.8)))
+        if estimate.fits(self._estimate(four, roomy), roomy, wanted_gpu_layers=config.num_gpu):
+            return four
+        return replace(config, num_parallel=1)
 
     def _estimate_runner(self, config: RunnerConfig, system: SystemInfo) -> Estimate:
         try:
@@ -263,7 +294,11 @@ class Scheduler:
     # ---- acquiring -------------------------------------------------------------------
 
     async def _get(
-        self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None
+        self,
+        spec: ModelSpec,
+        config: RunnerConfig,
+        given: frozenset[str],
+        keep_alive: float | None,
     ) -> LoadedModel:
         if self._pending >= self.settings.max_queue:
             raise ServerBusyError()
@@ -273,23 +308,20 @@ class Scheduler:
                 entry = self._loaded.get(spec.model_path)
                 if entry is not None and not entry.unloading:
                     if not entry.runner.alive:
-                        logger.warning(
-                            "runner for %s (pid %d) is gone; reloading",
-                            spec.name,
-                            entry.runner.pid,
-                        )
-                        await self._unload(entry, reason="runner died")
+                        await self._unload(entry, reason=_death(entry))
                         continue
                     if entry.draining:  # it makes room for another model: queue behind it
                         await self._wait_for_change()
                         continue
-                    if _compatible(entry.config, config):
+                    why = _reload_reason(entry.config, config, given)
+                    if not why:
                         self._use(entry, keep_alive)
                         return entry
                     if entry.refcount == 0:
-                        await self._unload(entry, reason="options changed")
+                        await self._unload(entry, reason=why)
                         continue
                     entry.keep_alive = 0.0  # drain it; reload once its requests end
+                    entry.stale = why
                     await self._wait_for_change()
                     continue
                 if entry is not None:  # unloading
@@ -351,14 +383,26 @@ class Scheduler:
     async def _load(
         self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None
     ) -> LoadedModel:
-        plan = await self._make_room(spec, config)
+        cause = self._load_cause(spec.model_path)
+        sized, plan, free = await self._make_room(spec, config)
         placed = replace(
-            config,
+            sized,
             num_gpu_layers=plan.gpu_layers,
             gpu_ids=plan.gpu_ids,
             tensor_split=plan.tensor_split,
         )
         self._reserved[spec.model_path] = plan
+        logger.info(
+            "loading model %s (%s): needs %s; free %s; ctx %d x %d parallel%s",
+            spec.name,
+            cause,
+            _describe(plan),
+            _free_text(free),
+            placed.num_ctx,
+            placed.num_parallel,
+            " (automatic)" if config.num_parallel <= 0 else "",
+            extra={"model": spec.name},
+        )
         try:
             entry = await self._start(spec, placed, keep_alive, plan)
         finally:
@@ -369,22 +413,22 @@ class Scheduler:
         self._schedule_expiry(entry)
         return entry
 
+    def _load_cause(self, path: str) -> str:
+        """Why a model loads now, for the load line: its first use, or why the last runner
+        for it went away (an option changed, it expired, it died, it was evicted)."""
+        last = self._unloaded_because.get(path)
+        return "first use" if last is None else f"reload because {last}"
+
     async def _start(
         self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None, plan: Estimate
     ) -> LoadedModel:
         started = time.monotonic()
-        logger.info(
-            "loading model %s (%s, ctx %d x %d parallel): %s",
-            spec.name,
-            spec.model_path,
-            config.num_ctx,
-            config.num_parallel,
-            _describe(plan),
-        )
         try:
             runner = await self._factory(config)
-        except BaseException:
+        except BaseException as exc:
             self.stats.load_failures += 1
+            if isinstance(exc, Exception):  # not a cancel (shutdown)
+                logger.warning("loading model %s failed: %s", spec.name, exc)
             raise
         self.stats.loads += 1
         entry = LoadedModel(
@@ -403,8 +447,29 @@ class Scheduler:
         # Reserved for the requests waiting on this load, so that no other load evicts it
         # in the moment before they resume and take it.
         entry.reserved = self._load_waiters.get(spec.model_path, 0)
+        entry.watcher = asyncio.create_task(self._watch(entry))
+        entry.watcher.add_done_callback(_log_task_error)
         logger.info("loaded model %s in %.2fs (pid %d)", spec.name, entry.load_duration, runner.pid)
         return entry
+
+    async def _watch(self, entry: LoadedModel) -> None:
+        """Drop a runner the moment its process ends by itself (a crash, the OOM killer,
+        ``kill -9``), so ``/api/ps`` never lists a dead runner and its memory counts as free
+        again; log how it ended. A runner we stopped ends quietly."""
+        how = await entry.runner.exited()
+        if entry.unloading and entry.stopped_by_us:
+            return
+        entry.died = how
+        logger.warning(
+            "runner for model %s (pid %d) stopped unexpectedly: %s",
+            entry.spec.name,
+            entry.runner.pid,
+            how,
+            extra={"model": entry.spec.name, "pid": entry.runner.pid},
+        )
+        if entry.refcount == 0:
+            await self._unload(entry, reason=_death(entry))
+        # else: its requests fail now, and the last release drops it
 
     def _held(self, path: str) -> list[Estimate]:
         """Room held by other loads: started (reserved) or promised after an eviction."""
@@ -441,8 +506,11 @@ class Scheduler:
         self._last_system = system
         return system
 
-    async def _make_room(self, spec: ModelSpec, config: RunnerConfig) -> Estimate:
-        """Evict until the model fits (count and memory); return where it goes."""
+    async def _make_room(
+        self, spec: ModelSpec, config: RunnerConfig
+    ) -> tuple[RunnerConfig, Estimate, SystemInfo]:
+        """Evict until the model fits (count and memory); return the config with its
+        automatic values decided, where it goes, and what was free for it."""
         drained: list[LoadedModel] = []
         path = spec.model_path
         try:
@@ -453,12 +521,14 @@ class Scheduler:
                 held = self._held(path)
                 count_ok = len(self._loaded) + len(held) < self._max_loaded
                 system = self._available(fresh, path)
-                plan = self._estimate(config, system)
+                sized = self._with_parallel(config, system)
+                plan = self._estimate(sized, system)
                 if count_ok and estimate.fits(plan, system, wanted_gpu_layers=config.num_gpu):
-                    return plan
+                    return sized, plan, system
                 alone = not self._loaded and not held
                 if alone and plan.ram_bytes <= system.memory.free_bytes:
-                    return plan  # nothing left to evict: part of it on the CPU is the best
+                    # nothing left to evict: part of it on the CPU is the best
+                    return sized, plan, system
                 if await self._evict_one(spec, plan, system, count_ok, drained):
                     self._claims[path] = plan
                 else:
@@ -487,10 +557,16 @@ class Scheduler:
             cause = (
                 f"max loaded models {self._max_loaded}"
                 if not count_ok
-                else f"needs {_describe(plan)}; {_gib(free)} system memory free"
-                + "".join(f", {g.id} {_gib(g.usable_bytes)} usable" for g in system.gpus)
+                else f"needs {_describe(plan)}; free {_free_text(system)}"
             )
-            logger.info("evicting %s to load %s (%s)", victim.spec.name, spec.name, cause)
+            logger.info(
+                "evicting %s (%s) to load %s (%s)",
+                victim.spec.name,
+                _describe(victim.estimate),
+                spec.name,
+                cause,
+                extra={"model": victim.spec.name},
+            )
             await self._unload(victim, reason=f"evicted for {spec.name}")
             await self._wait_for_gpu_recovery(victim)
             return True
@@ -550,9 +626,9 @@ class Scheduler:
         entry.refcount = max(entry.refcount - 1, 0)
         if entry.refcount == 0:
             if not entry.runner.alive:
-                await self._unload(entry, reason="runner died")
+                await self._unload(entry, reason=_death(entry))
             elif entry.keep_alive <= 0:
-                await self._unload(entry, reason="keep_alive 0")
+                await self._unload(entry, reason=entry.stale or "keep_alive 0")
             else:
                 self._schedule_expiry(entry)
         await self._notify()
@@ -585,6 +661,7 @@ class Scheduler:
         if entry.unloading:
             return
         entry.unloading = True
+        entry.stopped_by_us = entry.runner.alive  # else it died first: _watch says how
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
@@ -592,18 +669,35 @@ class Scheduler:
             "unloading model %s (pid %d, %s): %s",
             entry.spec.name,
             entry.runner.pid,
-            _gib(entry.size_bytes),
+            _describe(entry.estimate),
             reason,
+            extra={"model": entry.spec.name, "pid": entry.runner.pid},
         )
         self.stats.unloads += 1
         if reason.startswith("evicted"):
             self.stats.evictions += 1
+        self._unloaded_because[entry.key] = reason
         try:
             await entry.runner.stop()
         finally:
             if self._loaded.get(entry.key) is entry:
                 del self._loaded[entry.key]
+            await self._end_watch(entry)
             await self._notify()
+
+    async def _end_watch(self, entry: LoadedModel) -> None:
+        """Let the watcher see the stopped process end (it logs a death we did not cause),
+        then make sure it is gone; never wait on the watcher from inside it."""
+        watcher = entry.watcher
+        if watcher is None or watcher is asyncio.current_task():
+            return
+        if not watcher.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await asyncio.wait({watcher})
+        if not watcher.done():
+            watcher.cancel()
+            await asyncio.wait({watcher})
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -644,23 +738,53 @@ def _describe(plan: Estimate) -> str:
     return ", ".join(parts)
 
 
-def _compatible(loaded: RunnerConfig, wanted: RunnerConfig) -> bool:
-    """A loaded runner serves a request when its load-time options satisfy the request's.
+def _free_text(system: SystemInfo) -> str:
+    """What a load could use: free system memory and each GPU's usable memory."""
+    text = f"{_gib(system.memory.free_bytes)} system memory"
+    return text + "".join(f", {g.id} {_gib(g.usable_bytes)} usable" for g in system.gpus)
 
-    A smaller or equal context than the loaded one is fine (no reload just to shrink it).
+
+def _death(entry: LoadedModel) -> str:
+    """The unload reason of a runner whose process ended by itself."""
+    return f"runner died ({entry.died})" if entry.died else "runner died"
+
+
+#: load-time options compared only when the request or the model set them
+_GIVEN_EQUAL = ("num_batch", "num_thread", "use_mmap", "main_gpu")
+
+
+def _reload_reason(loaded: RunnerConfig, wanted: RunnerConfig, given: frozenset[str]) -> str:
+    """Why a loaded runner cannot serve a request, or ``""`` when it can.
+
+    Ollama's ``needsReload`` with its automatic values: an option neither the request nor
+    the model set matches whatever the runner has (so a default ``num_ctx`` of 4096 uses a
+    runner loaded with 2048, and an automatic ``num_parallel`` any slot count); ``num_gpu``
+    below 0 (as many layers as fit) matches any runner; a set ``num_ctx`` smaller than or
+    equal to the loaded one is fine (no reload just to shrink it). A different model file,
+    LoRA adapters or embedding mode always needs another runner.
     """
-    if loaded.model_path != wanted.model_path or loaded.embedding != wanted.embedding:
-        return False
-    if wanted.num_ctx > loaded.num_ctx:
-        return False
-    return (
-        loaded.num_batch == wanted.num_batch
-        and loaded.num_thread == wanted.num_thread
-        and loaded.use_mmap == wanted.use_mmap
-        and loaded.num_parallel == wanted.num_parallel
-        and loaded.num_gpu == wanted.num_gpu
-        and loaded.main_gpu == wanted.main_gpu
-    )
+    if loaded.model_path != wanted.model_path:
+        return "the model file changed"
+    if loaded.adapters != wanted.adapters:  # same weights, another LoRA: Ollama reloads
+        return f"adapters changed from {list(loaded.adapters)} to {list(wanted.adapters)}"
+    if loaded.embedding != wanted.embedding:
+        return "embedding mode changed"
+    changed: list[str] = []
+    if "num_ctx" in given and wanted.num_ctx > loaded.num_ctx:
+        changed.append(_change("num_ctx", loaded.num_ctx, wanted.num_ctx))
+    if "num_gpu" in given and wanted.num_gpu >= 0 and wanted.num_gpu != loaded.num_gpu:
+        changed.append(_change("num_gpu", loaded.num_gpu, wanted.num_gpu))
+    if "num_parallel" in given and 0 < wanted.num_parallel != loaded.num_parallel:
+        changed.append(_change("num_parallel", loaded.num_parallel, wanted.num_parallel))
+    for name in _GIVEN_EQUAL:
+        before, after = getattr(loaded, name), getattr(wanted, name)
+        if name in given and before != after:
+            changed.append(_change(name, before, after))
+    return "options changed: " + ", ".join(changed) if changed else ""
+
+
+def _change(name: str, before: object, after: object) -> str:
+    return f"{name} changed from {before} to {after}"
 
 
 def _log_task_error(task: asyncio.Task[None]) -> None:

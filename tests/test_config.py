@@ -24,10 +24,8 @@ from corral.config import HostPort as Host
         (0, 0.0),
         (10, 10.0),
         (2.5, 2.5),
-        ("10", 10.0),  # a bare number is seconds (Ollama tries the number first)
-        ("2.5", 2.5),
-        (" 7 ", 7.0),
         ("0", 0.0),
+        ("-0", 0.0),
         ("5m", 300.0),
         ("1h30m", 5400.0),
         ("1.5h", 5400.0),
@@ -45,7 +43,7 @@ def test_duration(value: str | float, seconds: float) -> None:
     assert parse_duration(value) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("value", [-1, -0.001, "-1", "-1s", "-5m", "-1h30m", 10**400, float("inf")])
+@pytest.mark.parametrize("value", [-1, -0.001, "-1s", "-5m", "-1h30m", 10**400, float("inf")])
 def test_negative_or_endless_duration_is_forever(value: str | float) -> None:
     assert parse_duration(value) == FOREVER
 
@@ -56,10 +54,18 @@ def test_negative_or_endless_duration_is_forever(value: str | float) -> None:
         ("abc", 'time: invalid duration "abc"'),
         ("", 'time: invalid duration ""'),
         ("-", 'time: invalid duration "-"'),
-        ("1h-5m", 'time: invalid duration "1h-5m"'),
+        ("1h-5m", 'time: unknown unit "h-" in duration "1h-5m"'),  # Go's unit runs to a digit
         ("10x", 'time: unknown unit "x" in duration "10x"'),
         ("5 m", 'time: unknown unit " m" in duration "5 m"'),
         ("1h30", 'time: missing unit in duration "1h30"'),
+        # a string is a Go duration even when it looks like a number (JSON numbers are seconds)
+        ("10", 'time: missing unit in duration "10"'),
+        ("2.5", 'time: missing unit in duration "2.5"'),
+        ("-1", 'time: missing unit in duration "-1"'),
+        (" 7s", 'time: invalid duration " 7s"'),
+        ("1e3s", 'time: unknown unit "e" in duration "1e3s"'),
+        (".", 'time: invalid duration "."'),
+        ("3000000h", 'time: invalid duration "3000000h"'),  # beyond int64 nanoseconds
         ("nan", 'time: invalid duration "nan"'),
         (float("nan"), 'time: invalid duration "NaN"'),
         (True, "Unsupported type: 'bool'"),
@@ -215,7 +221,10 @@ def test_each_variable(name: str, raw: str, attribute: str, expected: Any) -> No
         ("OLLAMA_KEEP_ALIVE", "-1", "keep_alive_seconds", FOREVER),
         ("OLLAMA_KEEP_ALIVE", "-1s", "keep_alive_seconds", FOREVER),
         ("OLLAMA_KEEP_ALIVE", "0", "keep_alive_seconds", 0.0),
-        ("OLLAMA_KEEP_ALIVE", "3600", "keep_alive_seconds", 3600.0),
+        ("OLLAMA_KEEP_ALIVE", "3600", "keep_alive_seconds", 3600.0),  # lenient, as Ollama
+        ("OLLAMA_KEEP_ALIVE", "+10", "keep_alive_seconds", 10.0),
+        ("OLLAMA_LOAD_TIMEOUT", "50ms", "load_timeout_seconds", 0.05),
+        ("OLLAMA_LOAD_TIMEOUT", "-1", "load_timeout_seconds", FOREVER),
         ("OLLAMA_LOAD_TIMEOUT", "0", "load_timeout_seconds", FOREVER),
         ("OLLAMA_MODELS", "~/models", "models_dir", Path.home() / "models"),
         ("OLLAMA_DEBUG", "true", "debug", 1),
@@ -241,6 +250,7 @@ def test_variable_forms(name: str, raw: str, attribute: str, expected: Any) -> N
         ("OLLAMA_MAX_QUEUE", "lots", "max_queue", 512),
         ("OLLAMA_KEEP_ALIVE", "forever", "keep_alive_seconds", 300.0),
         ("OLLAMA_KEEP_ALIVE", "10x", "keep_alive_seconds", 300.0),
+        ("OLLAMA_KEEP_ALIVE", "1.5", "keep_alive_seconds", 300.0),  # neither form in Go
         ("OLLAMA_LOAD_TIMEOUT", "soon", "load_timeout_seconds", 300.0),
         ("OLLAMA_GPU_OVERHEAD", "1GB", "gpu_overhead_bytes", 0),
         ("OLLAMA_KV_CACHE_TYPE", "q5_1", "kv_cache_type", "f16"),

@@ -7,6 +7,7 @@ real timers are the keep-alive ones under test, set to a few hundredths of a sec
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -36,6 +37,8 @@ class FakeRunner:
         self.config = config
         self._pid = pid
         self._alive = True
+        self._ended = asyncio.Event()
+        self.how = "exit status 0"
         self.stops = 0
 
     @property
@@ -46,12 +49,19 @@ class FakeRunner:
     def pid(self) -> int:
         return self._pid
 
-    def die(self) -> None:
+    def die(self, how: str = "killed by signal 9 (SIGKILL)") -> None:
         self._alive = False
+        self.how = how
+        self._ended.set()
 
     async def stop(self, grace: float = 5.0) -> None:
         self.stops += 1
         self._alive = False
+        self._ended.set()
+
+    async def exited(self) -> str:
+        await self._ended.wait()
+        return self.how
 
 
 class FakeFactory:
@@ -821,3 +831,232 @@ async def test_num_gpu_zero_keeps_a_model_on_the_cpu(harness: Harness) -> None:
         assert entry.config.num_gpu_layers == 0
         assert entry.config.gpu_ids == ()
         assert entry.size_vram == 0
+
+
+# ---- automatic and unset load-time options ----------------------------------------------
+
+
+def slot_sized(per_model_gib: float, per_slot_gib: float) -> Callable[[RunnerConfig], int]:
+    """A model's memory: its weights plus a KV cache per parallel slot."""
+    return lambda config: int((per_model_gib + per_slot_gib * config.num_parallel) * GIB)
+
+
+class SlotMemory:
+    """A CPU-only machine whose free memory shrinks by what each live fake runner's slots
+    take, so how many slots fit depends on which other models are loaded."""
+
+    def __init__(self, factory: FakeFactory, total_gib: float, size: Callable[[RunnerConfig], int]):
+        self.factory, self.total, self.size = factory, int(total_gib * GIB), size
+
+    def __call__(self) -> SystemInfo:
+        used = sum(self.size(r.config) for r in self.factory.runners if r.alive)
+        memory = SystemMemory(total_bytes=self.total, free_bytes=self.total - used)
+        return SystemInfo(gpus=(), cpu=CPU, memory=memory)
+
+
+def auto_parallel_scheduler(harness: Harness) -> Scheduler:
+    """8 GiB; a model takes 2 GiB + 0.5 GiB per slot: 4 slots (4 GiB) fit with a fifth to
+    spare only while the other model is not loaded, 1 slot (2.5 GiB) fits beside it."""
+    size = slot_sized(2, 0.5)
+    scheduler = Scheduler(
+        Settings(num_parallel=0),
+        harness.factory,
+        system=SlotMemory(harness.factory, 8, size),
+        estimator=lambda config, system: Estimate.on_cpu(size(config)),
+    )
+    harness.schedulers.append(scheduler)
+    return scheduler
+
+
+async def test_automatic_parallel_is_decided_at_load_not_per_request(harness: Harness) -> None:
+    scheduler = auto_parallel_scheduler(harness)
+    for spec in (A, B, A, B, A, B):
+        async with scheduler.acquire(spec, options(), None):
+            pass
+    assert harness.factory.calls == 2, "models taking turns reloaded each other"
+    slots = {r.config.model_path: r.config.num_parallel for r in harness.factory.runners}
+    assert slots == {A.model_path: 4, B.model_path: 1}
+    assert all(r.stops == 0 for r in harness.factory.runners)
+
+
+async def test_automatic_parallel_is_one_where_four_slots_do_not_fit(harness: Harness) -> None:
+    scheduler = auto_parallel_scheduler(harness)
+    async with scheduler.acquire(A, options(num_parallel=4), None):
+        pass
+    async with scheduler.acquire(B, options(), None) as b:
+        assert b.config.num_parallel == 1
+    await scheduler.unload(A.model_path)
+    async with scheduler.acquire(B, options(), None) as again:  # room now, but no reload
+        assert again is b
+    assert harness.factory.calls == 2
+
+
+async def test_unset_context_uses_the_loaded_runner_whatever_its_context(
+    harness: Harness,
+) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(num_ctx=2048), None) as entry:
+        pass
+    async with scheduler.acquire(A, options(), None) as again:  # default 4096, not set
+        assert again is entry
+    model_params = Options.merged({"num_ctx": 8192})  # a Modelfile PARAMETER counts as set
+    async with scheduler.acquire(A, model_params, None) as bigger:
+        assert bigger is not entry
+        assert bigger.config.num_ctx == 8192
+    assert harness.factory.calls == 2
+
+
+@pytest.mark.parametrize(
+    ("loaded", "request_options"),
+    [
+        ({"num_batch": 256}, {}),
+        ({"num_thread": 1}, {}),
+        ({"use_mmap": False}, {}),
+        ({"num_parallel": 2}, {}),
+        ({"num_gpu": 3}, {}),
+        ({"num_gpu": 3}, {"num_gpu": -1}),  # -1: as many layers as fit, any runner will do
+        ({"num_ctx": 8192}, {"num_ctx": 8192}),
+        ({"num_ctx": 8192}, {"num_ctx": 1024}),
+    ],
+)
+async def test_options_left_unset_match_any_loaded_runner(
+    harness: Harness, loaded: dict[str, Any], request_options: dict[str, Any]
+) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(**loaded), None) as entry:
+        pass
+    async with scheduler.acquire(A, options(**request_options), None) as again:
+        assert again is entry
+    assert harness.factory.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("loaded", "request_options", "reason"),
+    [
+        ({"num_batch": 256}, {"num_batch": 512}, "num_batch changed from 256 to 512"),
+        ({"num_parallel": 2}, {"num_parallel": 3}, "num_parallel changed from 2 to 3"),
+        ({}, {"num_gpu": 0}, "num_gpu changed from -1 to 0"),
+        ({"num_ctx": 2048}, {"num_ctx": 4096}, "num_ctx changed from 2048 to 4096"),
+        ({"use_mmap": False}, {"use_mmap": True}, "use_mmap changed from False to True"),
+    ],
+)
+async def test_set_options_that_differ_reload_and_say_which(
+    harness: Harness,
+    loaded: dict[str, Any],
+    request_options: dict[str, Any],
+    reason: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(**loaded), None):
+        pass
+    with caplog.at_level(logging.INFO, logger="corral.scheduler"):
+        async with scheduler.acquire(A, options(**request_options), None):
+            pass
+    assert harness.factory.calls == 2
+    unload = _log_line(caplog, "unloading model a")
+    load = _log_line(caplog, "loading model a")
+    assert f"options changed: {reason}" in unload
+    assert f"reload because options changed: {reason}" in load
+
+
+async def test_per_request_parallel_reaches_the_runner(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(num_parallel=3), None) as entry:
+        assert entry.config.num_parallel == 3
+
+
+async def test_requests_beyond_the_slots_count_as_waiting_for_one(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    holders = [harness.hold(scheduler, A, options(num_parallel=2)) for _ in range(3)]
+    await wait_until(lambda: all(h.got for h in holders), "three requests on two slots")
+    (entry,) = scheduler.loaded_now()
+    assert (entry.refcount, entry.waiting_for_slot) == (3, 1)
+    await holders[0].release()
+    assert entry.waiting_for_slot == 0
+    for holder in holders[1:]:
+        await holder.release()
+
+
+# ---- log lines ---------------------------------------------------------------------------
+
+
+def _log_line(caplog: pytest.LogCaptureFixture, start: str) -> str:
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(start)]
+    assert lines, f"no log line starting {start!r} in {[r.getMessage() for r in caplog.records]}"
+    return lines[-1]
+
+
+async def test_load_line_says_what_is_needed_what_is_free_and_why(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler = memory_harness(harness, total=10 * GIB, a=4)
+    with caplog.at_level(logging.INFO, logger="corral.scheduler"):
+        async with scheduler.acquire(A, options(), None):
+            pass
+    line = _log_line(caplog, "loading model a")
+    assert "(first use)" in line
+    assert "needs 4.0 GiB system memory" in line
+    assert "free 10.0 GiB system memory" in line
+    assert "ctx 4096 x 1 parallel" in line
+
+
+async def test_eviction_line_names_both_models_and_the_memory(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler = memory_harness(harness, total=10 * GIB, a=6, b=6)
+    async with scheduler.acquire(A, options(), None):
+        pass
+    with caplog.at_level(logging.INFO, logger="corral.scheduler"):
+        async with scheduler.acquire(B, options(), None):
+            pass
+    line = _log_line(caplog, "evicting a")
+    assert "to load b" in line
+    assert "needs 6.0 GiB system memory; free 4.0 GiB system memory" in line
+    assert "reload because" not in _log_line(caplog, "loading model b")
+
+
+async def test_runner_dying_while_idle_is_dropped_at_once_and_logged(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(), None):
+        pass
+    with caplog.at_level(logging.INFO, logger="corral.scheduler"):
+        harness.factory.runners[0].die("killed by signal 9 (SIGKILL)")
+        await wait_until(lambda: not scheduler.loaded_now(), "the dead runner to be dropped")
+    died = _log_line(caplog, "runner for model a")
+    assert "stopped unexpectedly: killed by signal 9 (SIGKILL)" in died
+    assert "runner died (killed by signal 9 (SIGKILL))" in _log_line(caplog, "unloading model a")
+    with caplog.at_level(logging.INFO, logger="corral.scheduler"):
+        async with scheduler.acquire(A, options(), None):
+            pass
+    assert "reload because runner died (killed by signal 9" in _log_line(caplog, "loading model a")
+
+
+async def test_runner_dying_in_use_is_dropped_when_its_request_ends(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler = harness.scheduler()
+    holder = harness.hold(scheduler, A)
+    await wait_until(lambda: holder.got, "the runner")
+    with caplog.at_level(logging.WARNING, logger="corral.scheduler"):
+        harness.factory.runners[0].die("exit status 139")
+        await wait_until(lambda: bool(caplog.records), "the death to be logged")
+    assert scheduler.loaded_now(), "dropped while its request still held it"
+    await holder.release()
+    assert scheduler.loaded_now() == []
+    assert "stopped unexpectedly: exit status 139" in _log_line(caplog, "runner for model a")
+
+
+async def test_a_runner_we_stop_ends_quietly(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler = harness.scheduler()
+    async with scheduler.acquire(A, options(), None):
+        pass
+    with caplog.at_level(logging.WARNING, logger="corral.scheduler"):
+        await scheduler.unload(A.model_path)
+    assert not caplog.records
+    (entry_runner,) = harness.factory.runners
+    assert entry_runner.stops == 1

@@ -16,7 +16,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from corral.api.types import ChatRequest, GenerateRequest, Message, keep_alive_seconds
+from corral.api.types import (
+    ChatRequest,
+    GenerateRequest,
+    Message,
+    check_top_logprobs,
+    keep_alive_seconds,
+)
 from corral.errors import BadRequestError
 
 __all__ = [
@@ -24,11 +30,13 @@ __all__ = [
     "CompletionRequest",
     "EmbeddingRequest",
     "chat_completion",
+    "chat_logprobs",
     "chat_request",
     "chunk",
     "completion",
     "completion_chunk",
     "completion_id",
+    "completion_logprobs",
     "error_body",
     "generate_request",
     "usage",
@@ -300,7 +308,16 @@ def chat_request(body: ChatCompletionRequest) -> ChatRequest:
         options=_options(body, max_tokens),
         think=think,
         keep_alive=body.keep_alive,
+        logprobs=bool(body.logprobs),
+        top_logprobs=_top_logprobs(body.top_logprobs),
     )
+
+
+def _top_logprobs(value: int | None) -> int:
+    try:
+        return check_top_logprobs(value or 0)
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from None
 
 
 def generate_request(body: CompletionRequest) -> GenerateRequest:
@@ -320,6 +337,9 @@ def generate_request(body: CompletionRequest) -> GenerateRequest:
         stream=body.stream,
         options=_options(body, body.max_tokens),
         keep_alive=body.keep_alive,
+        # OpenAI's legacy ``logprobs: N``: the sampled token's logprob and N alternatives
+        logprobs=body.logprobs is not None,
+        top_logprobs=_top_logprobs(body.logprobs),
     )
 
 
@@ -364,6 +384,49 @@ def openai_tool_calls(calls: list[dict[str, Any]], *, streaming: bool) -> list[d
     return out
 
 
+def chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """Ollama's logprob entries as a chat choice's ``logprobs`` (None when not asked).
+
+    OpenAI's entry has the same fields as Ollama's but ``top_logprobs`` is always there."""
+    if not entries:
+        return None
+    content = [
+        {
+            "token": entry["token"],
+            "logprob": entry["logprob"],
+            "bytes": entry.get("bytes"),
+            "top_logprobs": entry.get("top_logprobs", []),
+        }
+        for entry in entries
+    ]
+    return {"content": content, "refusal": None}
+
+
+def completion_logprobs(
+    entries: list[dict[str, Any]] | None, text_offset: int = 0
+) -> dict[str, Any] | None:
+    """Ollama's logprob entries in the legacy completions shape: parallel lists, and each
+    position's alternatives as ``{token: logprob}`` including the sampled token (OpenAI's
+    "up to logprobs + 1"). ``text_offset`` counts characters of the generated text, from
+    ``text_offset`` (where the entries start when a stream sent text before them)."""
+    if not entries:
+        return None
+    offsets = []
+    for entry in entries:
+        offsets.append(text_offset)
+        text_offset += len(entry["token"])
+    return {
+        "tokens": [entry["token"] for entry in entries],
+        "token_logprobs": [entry["logprob"] for entry in entries],
+        "top_logprobs": [
+            {top["token"]: top["logprob"] for top in entry.get("top_logprobs", ())}
+            | {entry["token"]: entry["logprob"]}
+            for entry in entries
+        ],
+        "text_offset": offsets,
+    }
+
+
 def chat_completion(ident: str, model: str, merged: dict[str, Any]) -> dict[str, Any]:
     message = merged.get("message", {})
     calls = message.get("tool_calls") or []
@@ -383,7 +446,7 @@ def chat_completion(ident: str, model: str, merged: dict[str, Any]) -> dict[str,
                 "index": 0,
                 "message": out_message,
                 "finish_reason": finish_reason(merged, bool(calls)),
-                "logprobs": None,
+                "logprobs": chat_logprobs(merged.get("logprobs")),
             }
         ],
         "usage": usage(merged),
@@ -397,6 +460,7 @@ def chunk(
     finish: str | None = None,
     *,
     choices: bool = True,
+    logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": ident,
@@ -405,7 +469,7 @@ def chunk(
         "model": model,
         "system_fingerprint": _FINGERPRINT,
         "choices": (
-            [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+            [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}]
             if choices
             else []
         ),
@@ -424,7 +488,7 @@ def completion(ident: str, model: str, merged: dict[str, Any]) -> dict[str, Any]
             {
                 "text": merged.get("response", ""),
                 "index": 0,
-                "logprobs": None,
+                "logprobs": completion_logprobs(merged.get("logprobs")),
                 "finish_reason": finish_reason(merged, False),
             }
         ],
@@ -432,14 +496,20 @@ def completion(ident: str, model: str, merged: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def completion_chunk(ident: str, model: str, text: str, finish: str | None) -> dict[str, Any]:
+def completion_chunk(
+    ident: str,
+    model: str,
+    text: str,
+    finish: str | None,
+    logprobs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
         "id": ident,
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": _FINGERPRINT,
-        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
+        "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}],
     }
 
 

@@ -4,12 +4,18 @@ One table says each option's type; values are checked with Ollama's rules and me
 (``option "num_ctx" must be of type integer``), integers given as floats are truncated,
 unknown keys are ignored with a warning. ``Options`` is the internal, typed result; load-time
 options (``RUNNER_OPTIONS``) decide whether a loaded runner can serve a request.
+
+``Options.given`` names the load-time options a layer actually set (the model's Modelfile
+``PARAMETER``s or the request's ``options``). The others hold defaults, and a default is no
+reason to reload a runner: a request that leaves ``num_ctx`` unset uses a loaded runner whatever
+its context, as Ollama's ``needsReload`` does for its automatic values.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
@@ -70,6 +76,8 @@ RUNNER_OPTIONS = frozenset(
 )
 
 _TYPE_WORDS = {"int": "integer", "float": "float32", "bool": "boolean", "str": "string"}
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,20}")  # longer is out of int64's range anyway
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 def coerce_option(key: str, value: Any) -> Any:
@@ -129,18 +137,19 @@ def parse_parameter(key: str, text: str) -> Any:
     kind = OPTION_KINDS[name]
     value = text.strip()
     if kind == "int":
-        try:
-            return int(value)
-        except ValueError:
-            raise InvalidOptionError(f"invalid int value [{value}]") from None
+        # Go's ParseInt(value, 10, 64): ASCII digits, an optional sign, int64's range.
+        number = int(value) if _INT_TEXT.fullmatch(value) else None
+        if number is None or not -(1 << 63) <= number < 1 << 63:
+            raise InvalidOptionError(f"invalid int value [{value}]")
+        return number
     if kind == "float":
         try:
-            number = float(value)
+            number_f = float(value)
         except ValueError:
             raise InvalidOptionError(f"invalid float value [{value}]") from None
-        if not math.isfinite(number):
+        if not math.isfinite(number_f) or abs(number_f) > _FLOAT32_MAX:  # ParseFloat(, 32)
             raise InvalidOptionError(f"invalid float value [{value}]")
-        return number
+        return number_f
     if kind == "bool":
         lowered = value.lower()
         if lowered in {"true", "1", "t"}:
@@ -186,25 +195,39 @@ class Options:
     mirostat_tau: float = 5.0
     mirostat_eta: float = 0.1
     stop: tuple[str, ...] = field(default_factory=tuple)
+    #: load-time options some layer set; the rest are defaults that match any loaded runner
+    given: frozenset[str] = frozenset()
 
     @classmethod
     def merged(cls, *layers: Mapping[str, Any], num_ctx_default: int = 4096) -> Options:
         """Defaults, then each layer in order (model params, then request options)."""
         values: dict[str, Any] = {"num_ctx": num_ctx_default}
-        names = {f.name for f in fields(cls)}
+        given: set[str] = set()
+        names = {f.name for f in fields(cls)} - {"given"}
         for layer in layers:
             for key, value in layer.items():
                 if key in names and value is not None:
                     values[key] = tuple(value) if key == "stop" else value
-        options = cls(**values)
+                    if key in RUNNER_OPTIONS:
+                        given.add(key)
+        options = cls(**values, given=frozenset(given))
         if options.num_ctx < 4:
             options = replace(options, num_ctx=4)
         return options
 
+    def is_set(self, name: str) -> bool:
+        """Whether the load-time option ``name`` was set rather than left at its default."""
+        return name in self.given
+
     def runner_key(self) -> dict[str, Any]:
         """The load-time options, for deciding whether a loaded runner fits a request."""
-        return {k: v for k, v in asdict(self).items() if k in RUNNER_OPTIONS}
+        return {k: v for k, v in self._values().items() if k in RUNNER_OPTIONS}
 
     def sampling(self) -> dict[str, Any]:
         """The per-request options the runner applies to one generation."""
-        return {k: v for k, v in asdict(self).items() if k not in RUNNER_OPTIONS}
+        return {k: v for k, v in self._values().items() if k not in RUNNER_OPTIONS}
+
+    def _values(self) -> dict[str, Any]:
+        values = asdict(self)
+        del values["given"]
+        return values

@@ -24,6 +24,7 @@ __all__ = [
     "PullRequest",
     "ShowRequest",
     "ToolCall",
+    "check_top_logprobs",
     "keep_alive_seconds",
 ]
 
@@ -45,6 +46,17 @@ def _go_type_name(value: Any) -> str:
     if isinstance(value, dict):
         return "map[string]interface {}"
     return type(value).__name__
+
+
+#: Ollama's bound on ``top_logprobs`` (OpenAI's too)
+MAX_TOP_LOGPROBS = 20
+
+
+def check_top_logprobs(value: int) -> int:
+    """Ollama checks the range whether or not ``logprobs`` is set (400 with its words)."""
+    if not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise ValueError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+    return value
 
 
 class _Request(BaseModel):
@@ -117,6 +129,18 @@ class GenerateRequest(_KeepAlive):
     images: list[str] | None = None
     options: dict[str, Any] | None = None
     think: bool | str | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs(cls, value: int) -> int:
+        return check_top_logprobs(value)
+
+    @property
+    def logprobs_top(self) -> int | None:
+        """What the runner is asked for: alternatives per token, None for no logprobs."""
+        return self.top_logprobs if self.logprobs else None
 
     @field_validator("prompt", "suffix", mode="before")
     @classmethod
@@ -133,6 +157,18 @@ class ChatRequest(_KeepAlive):
     format: str | dict[str, Any] | None = None
     options: dict[str, Any] | None = None
     think: bool | str | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs(cls, value: int) -> int:
+        return check_top_logprobs(value)
+
+    @property
+    def logprobs_top(self) -> int | None:
+        """What the runner is asked for: alternatives per token, None for no logprobs."""
+        return self.top_logprobs if self.logprobs else None
 
     @field_validator("messages", mode="before")
     @classmethod

@@ -36,6 +36,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--flash-attn", action="store_true")
     parser.add_argument("--kv-cache-type", default="f16")
     parser.add_argument("--embedding", action="store_true")
+    parser.add_argument(
+        "--lora", action="append", default=[], help="LoRA adapter GGUF (repeatable), scale 1.0"
+    )
     parser.add_argument("--cpu-lock", default=None, help="file to lock around decode steps")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--verbose", action="store_true")
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         kv_cache_type=args.kv_cache_type,
         embedding=args.embedding,
         cpu_lock_path=args.cpu_lock,
+        lora_paths=tuple(args.lora),
     )
     try:
         return asyncio.run(serve(config, port=args.port))

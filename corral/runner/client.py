@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import AsyncGenerator, Sequence
@@ -58,6 +59,7 @@ class RunnerConfig:
     embedding: bool = False
     verbose: bool = False
     cpu_lock_path: str | None = None
+    adapters: tuple[str, ...] = ()  # LoRA blob paths, applied in order (compared for reuse)
 
     def argv(self) -> list[str]:
         args = [
@@ -93,6 +95,8 @@ class RunnerConfig:
             args.append("--verbose")
         if self.cpu_lock_path:
             args += ["--cpu-lock", self.cpu_lock_path]
+        for adapter in self.adapters:
+            args += ["--lora", adapter]
         return args
 
 
@@ -291,11 +295,34 @@ class RunnerClient:
             "model runner has unexpectedly stopped, this may be due to resource limitations or an"
             " internal error, check corral server logs for details"
         )
-        if detail:
+        if not self.alive:  # how it ended is what the client can act on (OOM kill, crash)
+            message += f": {self.exit_status()}" + (f" {detail}" if detail else "")
+        elif detail:
             message += f": {detail}"
-        elif exc is not None and self.alive:
+        elif exc is not None:
             message = f"lost connection to the model runner: {exc}"
         return RunnerError(message)
+
+    def exit_status(self) -> str:
+        """How the process ended: ``exit status N`` or ``killed by signal N (NAME)``."""
+        code = self.process.returncode
+        if code is None:
+            return "still running"
+        if code >= 0:
+            return f"exit status {code}"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        return f"killed by signal {-code} ({name})"
+
+    async def exited(self) -> str:
+        """Wait until the process ends (the scheduler's watcher awaits this); say how, with
+        the last error line of its stderr when there is one."""
+        await self.process.wait()
+        await self._wait_exit(1.0)  # let the stderr reader take the last lines
+        detail = self.last_error_line()
+        return self.exit_status() + (f"; last error: {detail}" if detail else "")
 
     async def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
         data = await self._post("/tokenize", {"content": text, "add_special": add_special})
@@ -309,7 +336,11 @@ class RunnerClient:
         return str(data.get("content", ""))
 
     async def embed(
-        self, texts: Sequence[str], *, truncate: bool = True, num_ctx: int | None = None
+        self,
+        texts: Sequence[str] | Sequence[list[int]],
+        *,
+        truncate: bool = True,
+        num_ctx: int | None = None,
     ) -> RunnerEmbeddings:
         """Pooled, unnormalised vectors of ``texts``, batched in the runner.
 
@@ -350,7 +381,10 @@ class RunnerClient:
             raise await self._died(exc) from exc
         data = response.json()
         if response.status_code != 200:
-            raise RunnerError(str(data.get("error", f"runner answered {response.status_code}")))
+            text = str(data.get("error", f"runner answered {response.status_code}"))
+            if response.status_code == 400:  # the request's values (e.g. token ids), not us
+                raise BadRequestError(text)
+            raise RunnerError(text)
         if not isinstance(data, dict):
             raise RunnerError("runner sent a malformed answer")
         return data

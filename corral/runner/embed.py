@@ -25,6 +25,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,13 @@ class Embedder:
     def tokenize(self, text: str, *, truncate: bool, max_tokens: int | None = None) -> list[int]:
         """The tokens of one input, cut to the context (keeping the closing SEP/EOS)."""
         tokens = self.engine.tokenize(text, add_special=True, parse_special=False)
+        return self._fit(tokens, truncate=truncate, max_tokens=max_tokens)
+
+    def _fit(self, tokens: list[int], *, truncate: bool, max_tokens: int | None) -> list[int]:
+        """``tokens`` cut to the longest input allowed, or ``InputTooLongError``.
+
+        Token-id inputs (OpenAI's token arrays) come here as given: no BOS/CLS is added,
+        since the client chose every token, as llama.cpp's server does with them."""
         if not tokens:
             tokens = [self._filler_token()]
         limit = self.max_input_tokens
@@ -110,12 +118,20 @@ class Embedder:
         return cut
 
     def embed(
-        self, texts: list[str], *, truncate: bool = True, max_tokens: int | None = None
+        self,
+        inputs: Sequence[str | list[int]],
+        *,
+        truncate: bool = True,
+        max_tokens: int | None = None,
     ) -> EmbedOutput:
-        """Pooled vectors of ``texts``, in order. ``InputTooLongError``, ``RuntimeError``."""
+        """Pooled vectors of ``inputs`` (texts or token-id lists, ids already checked against
+        the vocabulary), in order. ``InputTooLongError``, ``RuntimeError``."""
         started = time.perf_counter()
         sequences = [
-            self.tokenize(text, truncate=truncate, max_tokens=max_tokens) for text in texts
+            self.tokenize(item, truncate=truncate, max_tokens=max_tokens)
+            if isinstance(item, str)
+            else self._fit(list(item), truncate=truncate, max_tokens=max_tokens)
+            for item in inputs
         ]
         with self._lock:
             self._ensure_context()
@@ -196,6 +212,11 @@ class Embedder:
         ctx = llama.llama_init_from_model(model, params)
         if not ctx:
             raise LoadError("failed to create the embedding context (out of memory?)")
+        try:
+            self.engine.apply_adapters(ctx)  # a LoRA model embeds as it generates
+        except LoadError:
+            llama.llama_free(ctx)
+            raise
         return ctx
 
     def _groups(self, sequences: list[list[int]]) -> list[list[int]]:

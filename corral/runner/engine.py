@@ -13,6 +13,10 @@ used one) and only the rest of the prompt is evaluated: chat turns re-read only 
 Context full: the prompt is cut (first ``num_keep`` tokens kept, whole blocks dropped after
 them) and generation shifts the cache (drop half of what follows ``num_keep``), as Ollama.
 
+LoRA adapters (``lora_paths``) are loaded with the model and set on the context once; the
+decode loop does not see them. Logprobs are computed only for a task that asked
+(``Task.logprobs``), from a view of the sampled row's logits (``logprobs.py``).
+
 Threads: decoding runs with the GIL released, but on a 2-core machine any other busy thread
 halves throughput, so the engine blocks on its queue when idle and nothing else spins.
 """
@@ -32,8 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp as llama
+import numpy as np
 
 from corral.runner.grammar import JSON_GRAMMAR
+from corral.runner.logprobs import token_logprobs
 from corral.runner.text import StopMatcher, Utf8Assembler
 
 __all__ = ["Engine", "EngineConfig", "LoadError", "Task"]
@@ -73,6 +79,8 @@ class EngineConfig:
     embedding: bool = False
     #: a file every CPU runner on this machine locks around each decode step (None: off)
     cpu_lock_path: str | None = None
+    #: LoRA adapters (GGUF) applied at scale 1.0 to every context on the model, in order
+    lora_paths: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -84,6 +92,9 @@ class Task:
     emit: Callable[[Event], None]
     grammar: str | None = None
     return_tokens: bool = False
+    #: alternatives per token when the request wants logprobs (0: the sampled token only);
+    #: -1: none, and the decode loop does no extra work for this task
+    logprobs: int = -1
     cancelled: bool = False
     submitted_at: float = field(default_factory=time.perf_counter)
     #: called (from the engine thread) once the engine will never touch the task again
@@ -113,6 +124,9 @@ class _Slot:
     t_start: float = 0.0
     t_first: float = 0.0
     batch_index: int = -1
+    #: logprob entries of sampled tokens whose text is not emitted yet (held by UTF-8 or
+    #: stop-string matching): they go out with that text, or are dropped with a stop string
+    logprobs: list[Event] = field(default_factory=list)
 
     @property
     def busy(self) -> bool:
@@ -135,6 +149,7 @@ class Engine:
         self._memory: Any = None
         self._batch: Any = None
         self._tensor_split: Any = None
+        self._adapters: list[Any] = []
         self._slots: list[_Slot] = []
         self._waiting: list[Task] = []
         self._can_shift = False
@@ -164,6 +179,7 @@ class Engine:
         if not model:
             raise LoadError(f"failed to load model '{cfg.model_path}'")
         self._model = model
+        self._load_adapters()
         self._vocab = llama.llama_model_get_vocab(model)
         self.n_ctx_train = llama.llama_model_n_ctx_train(model)
         self.n_vocab = llama.llama_vocab_n_tokens(self._vocab)
@@ -195,14 +211,46 @@ class Engine:
         ctx_params.embeddings = cfg.embedding
         ctx = llama.llama_init_from_model(model, ctx_params)
         if not ctx:
-            llama.llama_model_free(model)
-            self._model = None
+            self._free_model()
             raise LoadError("failed to create context (out of memory?)")
         self._ctx = ctx
+        self.apply_adapters(ctx)
         self._memory = llama.llama_get_memory(ctx)
         self._can_shift = bool(llama.llama_memory_can_shift(self._memory))
         self._batch = llama.llama_batch_init(max(cfg.n_batch, cfg.n_parallel), 0, 1)
         self._slots = [_Slot(seq_id=i) for i in range(cfg.n_parallel)]
+
+    def _load_adapters(self) -> None:
+        """Load every LoRA of ``lora_paths``; a file llama.cpp refuses fails the load, named.
+
+        llama.cpp checks the adapter against the model (architecture, tensor names and
+        shapes) and logs why it refused; ``LoadError`` adds that line to the message.
+        """
+        for path in self.config.lora_paths:
+            adapter = llama.llama_adapter_lora_init(self._model, path.encode())
+            if not adapter:
+                self._free_model()
+                raise LoadError(f"failed to load LoRA adapter '{path}'")
+            self._adapters.append(adapter)
+
+    def apply_adapters(self, ctx: Any) -> None:
+        """Put the loaded LoRAs on a context (the chat one, and the embedder's), scale 1.0."""
+        if not self._adapters:
+            return
+        count = len(self._adapters)
+        adapters = (llama.llama_adapter_lora_p_ctypes * count)(*self._adapters)
+        scales = (ctypes.c_float * count)(*([1.0] * count))
+        if llama.llama_set_adapters_lora(ctx, adapters, count, scales) != 0:
+            raise LoadError("failed to apply the LoRA adapters to the context")
+
+    def _free_model(self) -> None:
+        # adapters first: freeing one unregisters it from its model
+        for adapter in self._adapters:
+            llama.llama_adapter_lora_free(adapter)
+        self._adapters = []
+        if self._model is not None:
+            llama.llama_model_free(self._model)
+            self._model = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
@@ -223,9 +271,7 @@ class Engine:
         if self._ctx is not None:
             llama.llama_free(self._ctx)
             self._ctx = None
-        if self._model is not None:
-            llama.llama_model_free(self._model)
-            self._model = None
+        self._free_model()
 
     def submit(self, task: Task) -> None:
         self._queue.put(task)
@@ -261,8 +307,11 @@ class Engine:
             length = llama.llama_token_to_piece(self._vocab, token, buffer, -length, 0, special)
         return buffer.raw[:length]
 
-    def detokenize(self, tokens: list[int]) -> str:
-        return b"".join(self.token_bytes(t) for t in tokens).decode("utf-8", errors="replace")
+    def detokenize(self, tokens: list[int], *, special: bool = False) -> str:
+        """Text of ``tokens``; ``special`` renders control tokens (``<|im_start|>``) as text,
+        as Ollama's runner does when a generate ``context`` is turned back into a prompt."""
+        data = b"".join(self.token_bytes(t, special=special) for t in tokens)
+        return data.decode("utf-8", errors="replace")
 
     # ---- the loop ----------------------------------------------------------------------
 
@@ -337,9 +386,7 @@ class Engine:
     def _begin(self, slot: _Slot, task: Task) -> None:
         opts = task.options
         n_ctx = self.config.n_ctx_per_slot
-        num_keep = int(opts.get("num_keep", 4))
-        if num_keep < 0 or num_keep > n_ctx // 2:
-            num_keep = min(max(num_keep, 0), n_ctx // 2)
+        num_keep = _num_keep(int(opts.get("num_keep", 4)), len(task.tokens), n_ctx, self.add_bos)
         prompt = _truncate_prompt(task.tokens, n_ctx, num_keep)
         if not prompt:
             prompt = [llama.llama_vocab_bos(self._vocab)]
@@ -356,6 +403,7 @@ class Engine:
         slot.n_past = reuse
         slot.pending_token = None
         slot.generated = []
+        slot.logprobs = []
         slot.utf8 = Utf8Assembler()
         slot.stops = StopMatcher(list(opts.get("stop") or ()))
         slot.num_keep = num_keep
@@ -495,25 +543,40 @@ class Engine:
             return
         slot.generated.append(token)
         slot.pending_token = token
+        if task.logprobs >= 0:
+            slot.logprobs.append(self._logprob_entry(slot.batch_index, token, task.logprobs))
         # Control tokens render as text (special=True) so stop strings such as
         # "<|im_start|>" can match them; llama.cpp would otherwise print them as "".
         text = slot.utf8.feed(self.token_bytes(token, special=True))
         if text:
             visible, stopped = slot.stops.feed(text)
             if visible:
-                task.emit({"content": visible})
+                if slot.logprobs:
+                    task.emit({"content": visible, "logprobs": _take_logprobs(slot)})
+                else:
+                    task.emit({"content": visible})
             if stopped:
                 self._finish(slot, "stop", flush=False)
                 return
         if len(slot.generated) >= slot.num_predict >= 0:
             self._finish(slot, "length")
 
+    def _logprob_entry(self, index: int, token: int, top_n: int) -> Event:
+        """Logprobs of the token sampled at batch row ``index``, from a view of its logits
+        (llama.cpp's buffer, valid until the next decode; nothing is copied)."""
+        pointer = llama.llama_get_logits_ith(self._ctx, index)
+        row = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        return token_logprobs(row, token, top_n, self._special_piece)
+
+    def _special_piece(self, token: int) -> bytes:
+        return self.token_bytes(token, special=True)
+
     def _shift(self, slot: _Slot) -> bool:
         """Make room in a full slot: drop half of what follows ``num_keep``."""
         assert slot.task is not None
         if not self._can_shift or int(slot.task.options.get("num_predict", -1)) == -2:
             return False
-        keep = min(slot.num_keep + (1 if self.add_bos else 0), slot.n_past)
+        keep = min(slot.num_keep, slot.n_past)
         discard = (slot.n_past - keep) // 2
         if discard <= 0:
             return False
@@ -530,8 +593,11 @@ class Engine:
             tail = slot.utf8.flush()
             visible, stopped = slot.stops.feed(tail) if tail else ("", False)
             rest = "" if stopped else slot.stops.flush()
-            if visible or rest:
-                task.emit({"content": visible + rest})
+            if visible or rest or slot.logprobs:
+                event: Event = {"content": visible + rest}
+                if slot.logprobs:
+                    event["logprobs"] = _take_logprobs(slot)
+                task.emit(event)
         now = time.perf_counter()
         first = slot.t_first or now
         final: Event = {
@@ -553,6 +619,7 @@ class Engine:
             slot.task.finished()
         slot.task = None
         slot.pending_token = None
+        slot.logprobs = []
         slot.last_used = time.monotonic()
         _free_sampler(slot)
 
@@ -595,6 +662,12 @@ def _batch_add(batch: Any, index: int, token: int, pos: int, seq_id: int, logits
     batch.logits[index] = logits
 
 
+def _take_logprobs(slot: _Slot) -> list[Event]:
+    entries = slot.logprobs
+    slot.logprobs = []
+    return entries
+
+
 def _free_sampler(slot: _Slot) -> None:
     if slot.sampler is not None:
         llama.llama_sampler_free(slot.sampler)
@@ -609,14 +682,30 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return index
 
 
+def _num_keep(requested: int, prompt_length: int, n_ctx: int, add_bos: bool) -> int:
+    """Tokens at the start of a slot that truncation and context shifts never drop, as
+    Ollama's runner counts them: -1 keeps the whole prompt, the BOS token comes on top, and
+    at least one token must stay discardable."""
+    keep = prompt_length if requested < 0 else requested
+    if add_bos:
+        keep += 1
+    return max(min(keep, n_ctx - 1), 0)
+
+
 def _truncate_prompt(tokens: list[int], n_ctx: int, num_keep: int) -> list[int]:
-    """Cut a prompt that does not fit: keep ``num_keep`` tokens, drop whole blocks after."""
-    if len(tokens) < n_ctx:
+    """Cut a prompt longer than the context: keep its first ``num_keep`` tokens and its
+    end, dropping what lies between (the first generated token then shifts the context)."""
+    if len(tokens) <= n_ctx:
         return list(tokens)
-    block = max((n_ctx - num_keep) // 2, 1)
-    erased_blocks = (len(tokens) - num_keep - block) // block
-    kept = tokens[:num_keep] + tokens[num_keep + erased_blocks * block :]
-    logger.warning("input truncated: %d tokens to %d", len(tokens), len(kept))
+    discard = len(tokens) - n_ctx
+    kept = tokens[:num_keep] + tokens[num_keep + discard :]
+    logger.warning(
+        "truncating input prompt: limit %d, prompt %d, keep %d, new %d",
+        n_ctx,
+        len(tokens),
+        num_keep,
+        len(kept),
+    )
     return kept
 
 

@@ -6,12 +6,14 @@ parent knows where to connect, then loads the model while ``/health`` answers ``
 
 Routes (JSON in, JSON or NDJSON out; every response closes its connection):
   GET  /health      {"status": "loading"|"ok"|"error", "error"?, "slots_busy", "n_ctx", ...}
-  POST /completion  {"prompt"|"tokens", "options", "format"?, "wrap"?, "return_tokens"?}
-                    → NDJSON: {"content"} ... {"done": true, "done_reason", stats...}
+  POST /completion  {"prompt"|"tokens", "options", "format"?, "wrap"?, "return_tokens"?,
+                     "logprobs"?: top N 0-20}
+                    → NDJSON: {"content", "logprobs"?} ... {"done": true, "done_reason", stats...}
   POST /tokenize    {"content", "add_special"?} → {"tokens": [...]}
-  POST /detokenize  {"tokens": [...]} → {"content": "..."}
-  POST /embed       {"content": [str, ...], "truncate"?, "num_ctx"?} → {"embeddings_b64", "dim",
-                    "prompt_eval_count", "duration"}: pooled float32 rows, base64, in order
+  POST /detokenize  {"tokens": [...]} → {"content": "..."} (control tokens rendered as text)
+  POST /embed       {"content": [str | [token id, ...], ...], "truncate"?, "num_ctx"?}
+                    → {"embeddings_b64", "dim", "prompt_eval_count", "duration"}: pooled
+                    float32 rows, base64, in order
 
 The parent may die without stopping us (``kill -9``): we watch stdin, which is a pipe from
 the parent, and exit when it reaches EOF, so no runner is ever orphaned.
@@ -36,6 +38,7 @@ from typing import Any
 
 from corral.runner.embed import Embedder, InputTooLongError
 from corral.runner.engine import GRAMMARS, Engine, EngineConfig, LoadError, Task
+from corral.runner.logprobs import MAX_TOP_LOGPROBS as MAX_TOP
 from corral.runner.schema import SchemaError, schema_to_grammar
 
 __all__ = ["RunnerServer", "serve"]
@@ -110,7 +113,8 @@ class RunnerServer:
             await _send_json(writer, 200, {"tokens": tokens})
         elif path == "/detokenize":
             tokens = _token_list(payload.get("tokens"), self.engine.n_vocab)
-            await _send_json(writer, 200, {"content": self.engine.detokenize(tokens)})
+            text = self.engine.detokenize(tokens, special=True)
+            await _send_json(writer, 200, {"content": text})
         elif path == "/embed":
             await _send_json(writer, 200, await self._embed(payload))
         else:
@@ -157,6 +161,7 @@ class RunnerServer:
                 raise HTTPError(400, f"invalid JSON schema in format: {exc}") from exc
         if grammar is not None and not isinstance(grammar, str):
             raise HTTPError(400, "grammar must be a string")
+        logprobs = _logprobs(payload.get("logprobs"))
 
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
@@ -179,6 +184,7 @@ class RunnerServer:
             emit=stream.emit,
             grammar=grammar,
             return_tokens=bool(payload.get("return_tokens")),
+            logprobs=logprobs,
             on_finished=stream.finished,
         )
         stream.task = task
@@ -201,8 +207,12 @@ class RunnerServer:
 
     async def _embed(self, payload: dict[str, Any]) -> dict[str, Any]:
         texts = payload.get("content")
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise HTTPError(400, "content must be a list of strings")
+        if not isinstance(texts, list):
+            raise HTTPError(400, "content must be a list of strings or token-id lists")
+        inputs = [
+            text if isinstance(text, str) else _token_list(text, self.engine.n_vocab)
+            for text in texts
+        ]
         truncate = payload.get("truncate", True)
         if not isinstance(truncate, bool):
             raise HTTPError(400, "truncate must be a boolean")
@@ -211,7 +221,7 @@ class RunnerServer:
             raise HTTPError(400, "num_ctx must be a positive integer")
         try:
             output = await asyncio.to_thread(
-                self.embedder.embed, texts, truncate=truncate, max_tokens=max_tokens
+                self.embedder.embed, inputs, truncate=truncate, max_tokens=max_tokens
             )
         except InputTooLongError as exc:
             raise HTTPError(400, str(exc)) from exc
@@ -277,10 +287,25 @@ class _EngineStream:
 
 
 def _token_list(value: Any, n_vocab: int) -> list[int]:
-    if not isinstance(value, list) or not all(
-        isinstance(t, int) and not isinstance(t, bool) and 0 <= t < n_vocab for t in value
-    ):
-        raise HTTPError(400, "tokens must be a list of token ids within the vocabulary")
+    """A list of token ids, each within the vocabulary, or a 400 naming the first bad one."""
+    if not isinstance(value, list):
+        raise HTTPError(400, "tokens must be a list of token ids")
+    for token in value:
+        if not isinstance(token, int) or isinstance(token, bool):
+            raise HTTPError(400, f"token id {json.dumps(token)} is not an integer")
+        if not 0 <= token < n_vocab:
+            raise HTTPError(
+                400, f"token id {token} is out of range: the vocabulary has {n_vocab} tokens"
+            )
+    return value
+
+
+def _logprobs(value: Any) -> int:
+    """The ``logprobs`` field: top N alternatives (0-20), or -1 when absent."""
+    if value is None:
+        return -1
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_TOP:
+        raise HTTPError(400, f"top_logprobs must be between 0 and {MAX_TOP}")
     return value
 
 

@@ -49,7 +49,7 @@ class EmbedResult:
 async def embed_texts(
     api: Api,
     model_name: str,
-    inputs: list[str],
+    inputs: list[str] | list[list[int]],
     *,
     truncate: bool = True,
     dimensions: int | None = None,
@@ -57,7 +57,8 @@ async def embed_texts(
     keep_alive: float | None = None,
     normalize: bool = True,
 ) -> EmbedResult:
-    """Embed ``inputs`` with ``model_name``; the vectors are L2-normalised unless told not.
+    """Embed ``inputs`` (texts, or token-id lists used as given) with ``model_name``; the
+    vectors are L2-normalised unless told not.
 
     Raises ``CorralError``s with Ollama's statuses: unknown model (404), invalid name,
     bad options or ``dimensions``, too-long input without ``truncate``, NaN output (400),

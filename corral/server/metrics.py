@@ -1,11 +1,18 @@
 """``GET /metrics``: Prometheus text format.
 
 One registry per app (no process-global state). Scheduler numbers are read when scraped
-(a custom collector), request durations and generated tokens are recorded by the routes.
+(a custom collector), request durations and generated tokens are recorded by the routes,
+and every request's outcome by ``RequestOutcomes``, an ASGI wrapper around the app, so
+failures are counted too, not only completed generations.
+
+Two queues, two gauges: ``corral_queue_depth`` counts requests waiting in the scheduler
+(for a load, an eviction, a reload); ``corral_requests_waiting_for_slot`` counts requests
+that hold a runner but wait in its queue because all its ``num_parallel`` slots are busy.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -13,12 +20,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.scheduler import Scheduler
+from corral.server.streaming import OUTCOME_KEY
 
-__all__ = ["Metrics"]
+__all__ = ["OUTCOMES", "Metrics", "RequestOutcomes"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: what became of a request, the ``outcome`` label of ``corral_requests_total``
+OUTCOMES = ("ok", "client_error", "server_error", "busy", "canceled")
 
 
 class _SchedulerCollector(Collector):
@@ -28,13 +40,20 @@ class _SchedulerCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         scheduler = self.scheduler
         yield GaugeMetricFamily(
-            "corral_queue_depth", "Requests waiting for a runner", value=scheduler.pending
+            "corral_queue_depth",
+            "Requests waiting in the scheduler for a runner (a load, an eviction, a reload)",
+            value=scheduler.pending,
         )
         loaded = GaugeMetricFamily("corral_loaded_runners", "Runner processes loaded")
         loaded.add_metric([], len(scheduler.loaded_now()))
         yield loaded
         busy = GaugeMetricFamily(
             "corral_runner_requests", "Requests in progress per model", labels=["model"]
+        )
+        waiting = GaugeMetricFamily(
+            "corral_requests_waiting_for_slot",
+            "Requests holding a runner but queued in it, all its parallel slots busy",
+            labels=["model"],
         )
         memory = GaugeMetricFamily(
             "corral_runner_memory_bytes",
@@ -43,9 +62,11 @@ class _SchedulerCollector(Collector):
         )
         for entry in scheduler.loaded_now():
             busy.add_metric([entry.spec.name], entry.refcount)
+            waiting.add_metric([entry.spec.name], entry.waiting_for_slot)
             memory.add_metric([entry.spec.name, "system"], entry.estimate.ram_bytes)
             memory.add_metric([entry.spec.name, "gpu"], entry.size_vram)
         yield busy
+        yield waiting
         yield memory
         stats = scheduler.stats
         yield CounterMetricFamily("corral_model_loads", "Runner loads", value=stats.loads)
@@ -81,6 +102,12 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.requests = Counter(
+            "corral_requests",
+            "Requests by route and outcome (ok, client_error, server_error, busy, canceled)",
+            ["route", "outcome"],
+            registry=self.registry,
+        )
 
     def observe_generation(self, model: str, prompt_tokens: int, tokens: int) -> None:
         self.tokens.labels(model).inc(tokens)
@@ -88,3 +115,67 @@ class Metrics:
 
     async def endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE)
+
+
+class RequestOutcomes:
+    """ASGI wrapper counting every HTTP request by route and outcome.
+
+    The outcome comes from the response status (499 canceled, 503 busy, other 4xx client
+    error, 5xx server error), except that a stream that failed after its first byte (sent
+    as 200) says so in the scope (``OUTCOME_KEY``), and a response whose last body chunk
+    never went out was cut short by the client leaving: canceled. Routes are labelled by
+    their template (``/api/blobs/{digest}``), unknown paths as ``unmatched``.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seen = _Seen()
+
+        async def watching(message: Message) -> None:
+            seen.note(message)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching)
+        except BaseException as exc:
+            seen.failed = not isinstance(exc, asyncio.CancelledError)
+            raise
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route, seen.outcome(scope)).inc()
+
+
+class _Seen:
+    """What went out of one response."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.complete = False
+        self.failed = False
+
+    def note(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.complete = True
+
+    def outcome(self, scope: Scope) -> str:
+        status = self.status
+        if status is None:
+            return "server_error" if self.failed else "canceled"
+        if status == 499 or not self.complete:
+            return "canceled"
+        recorded = scope.get(OUTCOME_KEY)
+        if recorded is not None:
+            return str(recorded)
+        if status == 503:
+            return "busy"
+        if status >= 500:
+            return "server_error"
+        return "client_error" if status >= 400 else "ok"

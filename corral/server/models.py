@@ -68,6 +68,8 @@ class ResolvedModel:
     messages: list[dict[str, Any]]
     has_adapter: bool
     has_projector: bool
+    #: the LoRA blobs (``application/vnd.ollama.image.adapter`` layers) the runner applies
+    adapter_paths: tuple[str, ...] = ()
     _template: list[PromptTemplate] = field(default_factory=list, compare=False, repr=False)
 
     @property
@@ -107,6 +109,7 @@ class ResolvedModel:
             size_bytes=self.manifest.total_size,
             context_length=self.gguf.context_length,
             details=self.details(),
+            adapter_paths=self.adapter_paths,
         )
 
     def modelfile(self, system: str, params: dict[str, Any]) -> str:
@@ -241,7 +244,18 @@ class ModelCatalog:
             messages=messages,
             has_adapter=manifest.layer(MEDIA_TYPE_ADAPTER) is not None,
             has_projector=manifest.layer(MEDIA_TYPE_PROJECTOR) is not None,
+            adapter_paths=self._adapter_paths(raw, manifest),
         )
+
+    def _adapter_paths(self, raw: str, manifest: Manifest) -> tuple[str, ...]:
+        """Paths of the model's LoRA blobs; a missing one fails now, not in the runner."""
+        paths = []
+        for layer in manifest.layers_of(MEDIA_TYPE_ADAPTER):
+            path = self.store.blob_path(layer.digest)
+            if not path.is_file():
+                raise StoreError(f"model '{raw}' is incomplete: its adapter blob is missing")
+            paths.append(str(path))
+        return tuple(paths)
 
     def _blob(self, digest: str) -> bytes:
         path = self.store.blob_path(digest)

@@ -140,9 +140,11 @@ class OpenAI:
             if message.get("tool_calls"):
                 delta["tool_calls"] = oa.openai_tool_calls(message["tool_calls"], streaming=True)
                 state["calls"] += len(message["tool_calls"])
-            if delta and (len(delta) > 1 or "role" not in delta or not event.get("done")):
+            logprobs = oa.chat_logprobs(event.get("logprobs"))
+            wanted = len(delta) > 1 or "role" not in delta or not event.get("done")
+            if (delta and wanted) or logprobs is not None:
                 state["role_sent"] = True
-                out.append(oa.chunk(ident, model, delta))
+                out.append(oa.chunk(ident, model, delta, logprobs=logprobs))
             if event.get("done"):
                 reason = oa.finish_reason(event, state["calls"] > 0)
                 out.append(oa.chunk(ident, model, {}, reason))
@@ -171,11 +173,17 @@ class OpenAI:
             return JSONResponse(oa.completion(ident, model, merge_generate(events)))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         first = await _first(opened)
+        offset = [0]  # characters of token text sent so far: the next text_offset
 
         def translate(event: Event) -> list[Any]:
             if not event.get("done"):
                 text = event.get("response", "")
-                return [oa.completion_chunk(ident, model, text, None)] if text else []
+                logprobs = oa.completion_logprobs(event.get("logprobs"), offset[0])
+                if logprobs is not None:
+                    offset[0] += sum(len(token) for token in logprobs["tokens"])
+                elif not text:
+                    return []
+                return [oa.completion_chunk(ident, model, text, None, logprobs)]
             out: list[Any] = [oa.completion_chunk(ident, model, "", oa.finish_reason(event, False))]
             if include_usage:
                 final = oa.completion_chunk(ident, model, "", None)
@@ -206,7 +214,8 @@ class OpenAI:
         try:
             model = await asyncio.to_thread(self.api.models.resolve, raw)
         except ModelNotFoundError:
-            raise NotFoundError(f'model "{raw}" not found') from None
+            body = oa.error_body(404, f'model "{raw}" not found', "model_not_found")
+            return JSONResponse(body, status_code=404)
         return JSONResponse(
             {
                 "id": raw,
@@ -244,7 +253,7 @@ class OpenAI:
             if body.encoding_format == "base64":
                 value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
             data.append({"object": "embedding", "embedding": value, "index": i})
-        tokens = int(result.prompt_eval_count)
+        tokens = int(result.prompt_eval_count)  # the tokens embedded, after any truncation
         return JSONResponse(
             {
                 "object": "list",
@@ -255,15 +264,31 @@ class OpenAI:
         )
 
 
-def _embedding_inputs(value: Any) -> list[str]:
+def _embedding_inputs(value: Any) -> list[str] | list[list[int]]:
+    """OpenAI's ``input``: a string, strings, one token array or token arrays (what
+    langchain-openai sends by default). Ids are checked against the vocabulary by the
+    runner (400); here only their shape and sign."""
     if isinstance(value, str):
         return [value]
-    if isinstance(value, list) and value:
-        if all(isinstance(v, str) for v in value):
-            return list(value)
-        if all(isinstance(v, int | list) for v in value):
-            raise BadRequestError(
-                "token arrays are not supported as input: send the text (a string or a list"
-                " of strings)"
-            )
-    raise BadRequestError("invalid input")
+    if not isinstance(value, list) or not value:
+        raise BadRequestError("invalid input: expected a string, strings, or token arrays")
+    if all(isinstance(v, str) for v in value):
+        return list(value)
+    if all(_is_token_id(v) for v in value):
+        return [list(value)]
+    if all(isinstance(v, list) for v in value):
+        for item in value:
+            if not item or not all(_is_token_id(t) for t in item):
+                raise BadRequestError(
+                    "invalid input: each token array must be a non-empty list of token ids"
+                    " (non-negative integers)"
+                )
+        return [list(item) for item in value]
+    raise BadRequestError(
+        "invalid input: expected a string, a list of strings, a list of token ids, or a list"
+        " of lists of token ids"
+    )
+
+
+def _is_token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -200,7 +200,7 @@ class Api:
         opened = await self.open_generate(req)
         if isinstance(opened, Response):
             return opened
-        return await respond(opened, stream=req.stream, merge=merge_generate)
+        return await respond(opened, stream=req.stream, merge=merge_generate, request=request)
 
     async def open_generate(self, req: GenerateRequest) -> AsyncGenerator[Event, None] | Response:
         """Validate a generate request and return its chunk stream (Ollama's shape), or the
@@ -213,9 +213,10 @@ class Api:
         if model.is_embedding:
             raise BadRequestError(f'"{req.model}" does not support generate')
         if req.images:
-            raise BadRequestError(f'"{req.model}" does not support images (no vision projector)')
+            raise BadRequestError(f"{model.name.display_long} does not support vision")
         if req.suffix and not model.template.uses("Suffix"):
             raise BadRequestError(f"{model.name.display_long} does not support insert")
+        _check_context(req.context)
         think = _think_choice(req.think, req.model, model)
         if not req.prompt and not req.context:
             return await self._load_only(req.model, prepared, req.keep_alive, chat=False)
@@ -247,16 +248,18 @@ class Api:
                     template, messages, req.prompt, system, req.suffix, think.template
                 )
             if req.context:
-                prompt = await runner.detokenize(req.context) + prompt
-            payload = {
+                prompt = await _context_text(runner, req.context) + prompt
+            payload: dict[str, Any] = {
                 "prompt": prompt,
                 "options": prepared.options.sampling(),
                 "format": _format_kind(req.format),
                 "return_tokens": not req.raw,
             }
+            if req.logprobs_top is not None:
+                payload["logprobs"] = req.logprobs_top
             shaper = OutputShaper(template, prompt=prompt, think=think.parse, plan=None)
 
-            def chunk(parts: Parts) -> Event:
+            def chunk(parts: Parts, logprobs: list[Event] | None = None) -> Event:
                 out: Event = {
                     "model": req.model,
                     "created_at": now_rfc3339(),
@@ -265,6 +268,8 @@ class Api:
                 }
                 if parts.thinking:
                     out["thinking"] = parts.thinking
+                if logprobs:
+                    out["logprobs"] = logprobs
                 return out
 
             async for event in _stream_runner(ref, payload):
@@ -286,19 +291,20 @@ class Api:
                     yield final
                 else:
                     text = event.get("content", "")
+                    logprobs = event.get("logprobs")
                     if shaper.passthrough:
-                        yield chunk(Parts(content=text))
+                        yield chunk(Parts(content=text), logprobs)
                         continue
                     parts = shaper.feed(text)
-                    if parts:
-                        yield chunk(parts)
+                    if parts or logprobs:  # logprobs go out even while a parser holds text
+                        yield chunk(parts, logprobs)
 
     async def chat(self, request: Request) -> Response:
         req = await parse_body(request, ChatRequest)
         opened = await self.open_chat(req)
         if isinstance(opened, Response):
             return opened
-        return await respond(opened, stream=req.stream, merge=merge_chat)
+        return await respond(opened, stream=req.stream, merge=merge_chat, request=request)
 
     async def open_chat(self, req: ChatRequest) -> AsyncGenerator[Event, None] | Response:
         """Validate a chat request and return its chunk stream (Ollama's shape), or the
@@ -315,9 +321,7 @@ class Api:
         think = _think_choice(req.think, req.model, model)
         for message in req.messages:
             if message.images:
-                raise BadRequestError(
-                    f'"{req.model}" does not support images (no vision projector)'
-                )
+                raise BadRequestError(f"{model.name.display_long} does not support vision")
         if not req.messages:
             return await self._load_only(req.model, prepared, req.keep_alive, chat=True)
         messages = [m.to_template() for m in req.messages]
@@ -356,6 +360,8 @@ class Api:
                 "options": prepared.options.sampling(),
                 "format": _format_kind(req.format),
             }
+            if req.logprobs_top is not None:
+                payload["logprobs"] = req.logprobs_top
             if plan.forced_schema is not None:
                 payload["format"] = plan.forced_schema
                 payload["wrap"] = list(plan.wrap)
@@ -366,7 +372,7 @@ class Api:
                 payload["wrap"] = ["", forced.wrap[1]]
             shaper = OutputShaper(model.template, prompt=prompt, think=think.parse, plan=plan)
 
-            def chunk(parts: Parts) -> Event:
+            def chunk(parts: Parts, logprobs: list[Event] | None = None) -> Event:
                 message: dict[str, Any] = {"role": "assistant", "content": parts.content}
                 if parts.thinking:
                     message["thinking"] = parts.thinking
@@ -375,12 +381,15 @@ class Api:
                         _tool_call(call, shaper.calls - len(parts.calls) + i)
                         for i, call in enumerate(parts.calls)
                     ]
-                return {
+                out: Event = {
                     "model": req.model,
                     "created_at": now_rfc3339(),
                     "message": message,
                     "done": False,
                 }
+                if logprobs:
+                    out["logprobs"] = logprobs
+                return out
 
             async for event in _stream_runner(ref, payload):
                 if event.get("done"):
@@ -399,12 +408,13 @@ class Api:
                     yield final
                 else:
                     text = event.get("content", "")
+                    logprobs = event.get("logprobs")
                     if shaper.passthrough:
-                        yield chunk(Parts(content=text))
+                        yield chunk(Parts(content=text), logprobs)
                         continue
                     parts = shaper.feed(text)
-                    if parts:
-                        yield chunk(parts)
+                    if parts or logprobs:  # logprobs go out even while a parser holds text
+                        yield chunk(parts, logprobs)
 
     def _observe(self, route: str, model: ResolvedModel, final: Event) -> None:
         self.metrics.request_seconds.labels(route).observe(final["total_duration"] / 1e9)
@@ -451,6 +461,21 @@ async def _stream_runner(ref: LoadedModel, payload: dict[str, Any]) -> AsyncGene
         await stream.aclose()
 
 
+def _check_context(context: list[int] | None) -> None:
+    """Negative ids in a generate ``context`` are a 400 here; ids past the vocabulary are
+    one from the runner, which knows its size (see ``_context_text``)."""
+    for token in context or ():
+        if token < 0:
+            raise BadRequestError(f"invalid context: token id {token} is negative")
+
+
+async def _context_text(runner: RunnerClient, context: list[int]) -> str:
+    try:
+        return await runner.detokenize(context)
+    except BadRequestError as exc:
+        raise BadRequestError(f"invalid context: {exc.message}") from exc
+
+
 def _render_generate(
     template: PromptTemplate,
     messages: list[dict[str, Any]],
@@ -494,7 +519,15 @@ def merge_generate(events: list[Event]) -> Event:
     thinking = "".join(e.get("thinking", "") for e in events)
     if thinking:
         final["thinking"] = thinking
+    _merge_logprobs(events, final)
     return final
+
+
+def _merge_logprobs(events: list[Event], final: Event) -> None:
+    """A non-streamed answer carries the logprobs of every chunk, in order (Ollama)."""
+    logprobs = [entry for event in events for entry in event.get("logprobs", ())]
+    if logprobs:
+        final["logprobs"] = logprobs
 
 
 def merge_chat(events: list[Event]) -> Event:
@@ -513,6 +546,7 @@ def merge_chat(events: list[Event]) -> Event:
     if calls:
         message["tool_calls"] = calls
     final["message"] = message
+    _merge_logprobs(events, final)
     return final
 
 

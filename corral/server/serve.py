@@ -1,8 +1,14 @@
 """``corral serve``: open the store, start the scheduler, listen until a signal arrives.
 
-Shutdown (SIGINT/SIGTERM, handled by uvicorn): stop accepting, let responses in flight
-finish for a grace period, then the app's lifespan stops every runner. Runners also exit by
-themselves if this process dies without that (their stdin pipe closes).
+Shutdown (SIGINT/SIGTERM, handled by uvicorn): stop accepting new connections, let
+responses in flight finish for a grace period of ``SHUTDOWN_GRACE_SECONDS`` (10 s, fixed:
+Ollama has no setting for it either), cancel what is still running after it, then the app's
+lifespan stops every runner. A second SIGINT (Ctrl+C) cuts the grace period short and
+skips that step; runners then exit by themselves, as they do whenever this process dies
+(their stdin pipe closes), so there is no orphan runner even after ``kill -9``.
+
+Every HTTP request is counted by route and outcome (``metrics.RequestOutcomes``, wrapped
+around the app here).
 """
 
 from __future__ import annotations
@@ -21,11 +27,16 @@ from corral.hardware import Hardware
 from corral.runner.client import RunnerClient, RunnerConfig
 from corral.scheduler import RunnerLike, Scheduler
 from corral.server.app import create_app
+from corral.server.metrics import RequestOutcomes
+from corral.server.routes import Api
 from corral.store import ModelStore
 
-__all__ = ["configure_logging", "run_server"]
+__all__ = ["SHUTDOWN_GRACE_SECONDS", "configure_logging", "run_server"]
 
 logger = logging.getLogger("corral.server")
+
+#: how long responses in flight may take to finish after SIGINT/SIGTERM
+SHUTDOWN_GRACE_SECONDS = 10
 
 
 def configure_logging(settings: Settings) -> None:
@@ -69,15 +80,16 @@ async def run_server(settings: Settings) -> None:
         logger.info("%s", line)
     scheduler = Scheduler(settings, start_runner, system=hardware.refresh)
     app = create_app(settings, store, scheduler)
+    api: Api = app.state.api
     host, port = settings.host.host, settings.host.port
     _check_port_free(host, port)
     config = uvicorn.Config(
-        app,
+        RequestOutcomes(app, api.metrics),
         host=host,
         port=port,
         log_level="warning",
         access_log=settings.debug > 0,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         lifespan="on",
     )
     server = uvicorn.Server(config)

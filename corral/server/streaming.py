@@ -6,13 +6,21 @@
 - ``respond``: for ``stream: true`` the first event is awaited *before* any byte is sent, so
   an error there (unknown model, runner failed to load) gets its real status; an error
   after the first byte becomes a final ``{"error": ...}`` line, as Ollama does.
+- A client that disconnects cancels its work in every phase: while it waits for a runner
+  (queued in the scheduler), while its request waits in the runner's queue or generates
+  before the first event, and while a non-streaming answer is gathered, ``respond`` watches
+  the ASGI channel for ``http.disconnect`` and cancels the generator, so the scheduler's
+  refcount drops and the runner's HTTP stream closes (the runner then frees the slot) at
+  once; once streaming, Starlette's ``StreamingResponse`` does the same. The generator
+  runs in a task of its own for that (as vLLM's ``with_cancellation``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -20,13 +28,17 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from corral.errors import BadRequestError, CorralError
+from corral.errors import BadRequestError, CorralError, RequestCanceledError
 
-__all__ = ["now_rfc3339", "parse_body", "respond"]
+__all__ = ["OUTCOME_KEY", "now_rfc3339", "parse_body", "respond", "unless_disconnected"]
 
 logger = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+T = TypeVar("T")
+#: ASGI scope key where a stream that failed after its first byte (HTTP 200 already sent)
+#: records its outcome, for the request counter in ``metrics``
+OUTCOME_KEY = "corral.outcome"
 _MAX_BODY = 256 * 1024 * 1024
 
 
@@ -98,17 +110,25 @@ async def respond(
     *,
     stream: bool,
     merge: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
+    request: Request | None = None,
 ) -> Response:
-    """Send ``events`` as NDJSON (``stream``) or as one merged JSON object."""
-    if not stream:
-        collected = [event async for event in events]
-        if merge is not None:
-            return JSONResponse(merge(collected))
-        return JSONResponse(collected[-1] if collected else {})
+    """Send ``events`` as NDJSON (``stream``) or as one merged JSON object.
+
+    With ``request`` (whose body has been read), a disconnect before the response exists
+    cancels ``events`` and raises ``RequestCanceledError`` (499, which nobody reads).
+    """
     try:
-        first = await anext(events)
+        if not stream:
+            collected = await unless_disconnected(request, _collect(events))
+            if merge is not None:
+                return JSONResponse(merge(collected))
+            return JSONResponse(collected[-1] if collected else {})
+        first = await unless_disconnected(request, anext(events))
     except StopAsyncIteration:
         return Response(b"", media_type="application/x-ndjson")
+    except BaseException:
+        await events.aclose()
+        raise
 
     async def body() -> AsyncIterator[bytes]:
         yield _line(first)
@@ -117,14 +137,63 @@ async def respond(
                 yield _line(event)
         except CorralError as exc:
             logger.warning("stream ended with an error: %s", exc.message)
+            _record_outcome(request, "client_error" if exc.status < 500 else "server_error")
             yield _line({"error": exc.message})
         except Exception as exc:
             logger.exception("stream failed")
+            _record_outcome(request, "server_error")
             yield _line({"error": f"internal error: {exc}"})
         finally:
             await events.aclose()
 
     return StreamingResponse(body(), media_type="application/x-ndjson")
+
+
+async def _collect(events: AsyncGenerator[dict[str, Any], None]) -> list[dict[str, Any]]:
+    return [event async for event in events]
+
+
+def _record_outcome(request: Request | None, outcome: str) -> None:
+    if request is not None:
+        request.scope[OUTCOME_KEY] = outcome
+
+
+async def unless_disconnected(request: Request | None, work: Awaitable[T]) -> T:
+    """Await ``work`` in a task of its own, cancelled the moment the client disconnects
+    (then ``RequestCanceledError``). ``request``'s body must have been read: the watch
+    reads the ASGI channel, which afterwards brings nothing but ``http.disconnect``.
+
+    Cancelling the task throws ``CancelledError`` into the generator where it waits (the
+    scheduler's queue, the runner's stream), so its ``async with`` blocks release the
+    runner and close the runner's HTTP stream, which frees the slot in the runner.
+    """
+    if request is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    watch = asyncio.create_task(_until_disconnected(request))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # we are cancelled ourselves (server shutdown)
+        task.cancel()
+        watch.cancel()
+        await asyncio.wait({task, watch})
+        raise
+    watch.cancel()
+    if task.done():
+        await asyncio.wait({watch})
+        return task.result()
+    logger.info("client disconnected from %s: its work is cancelled", request.url.path)
+    task.cancel()
+    await asyncio.wait({task, watch})
+    if not task.cancelled():
+        task.exception()  # retrieved: the scheduler turns the cancel into its own error
+    raise RequestCanceledError()
+
+
+async def _until_disconnected(request: Request) -> None:
+    await request.body()  # cached: makes sure the watch below never eats body chunks
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _line(event: dict[str, Any]) -> bytes:

@@ -221,7 +221,7 @@ def test_runner_key_and_sampling_split_every_option() -> None:
     runner, sampling = options.runner_key(), options.sampling()
     assert set(runner) == RUNNER_OPTIONS
     assert not set(runner) & set(sampling)
-    assert set(runner) | set(sampling) == {f.name for f in fields(Options)}
+    assert set(runner) | set(sampling) == {f.name for f in fields(Options)} - {"given"}
     assert runner["num_ctx"] == 1024
     assert runner["num_thread"] == 3
     assert sampling["temperature"] == 0.3
@@ -237,4 +237,22 @@ def test_sampling_change_keeps_the_runner_key() -> None:
 
 def test_every_option_kind_is_known_to_ollama_names() -> None:
     assert RUNNER_OPTIONS.issubset(OPTION_KINDS)
-    assert {f.name for f in fields(Options)} <= set(OPTION_KINDS)
+    assert {f.name for f in fields(Options)} - {"given"} <= set(OPTION_KINDS)
+
+
+def test_given_names_the_load_time_options_a_layer_set() -> None:
+    model_params = {"num_ctx": 2048, "temperature": 0.5}
+    request = {"num_batch": 256, "num_gpu": None, "top_k": 3}
+    options = Options.merged(model_params, request, num_ctx_default=8192)
+    assert options.given == {"num_ctx", "num_batch"}
+    assert options.is_set("num_ctx")
+    assert not options.is_set("num_gpu")  # None in a layer is not a value
+    assert not options.is_set("temperature")  # only load-time options are tracked
+
+
+def test_defaults_are_not_given() -> None:
+    options = Options.merged(num_ctx_default=8192)
+    assert options.num_ctx == 8192
+    assert options.given == frozenset()
+    assert "given" not in options.sampling()
+    assert "given" not in options.runner_key()

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -87,7 +88,7 @@ def _post(server: ServerProcess, path: str, body: object | bytes) -> httpx.Respo
                 "messages": [{"role": "user", "content": "hi", "images": ["aGk="]}],
             },
             400,
-            "does not support images",
+            "does not support vision",
         ),
         (
             "/api/generate",
@@ -112,6 +113,29 @@ def test_bad_requests(
         response = _post(server, path, body)
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
+    assert httpx.get(server.url + "/api/version").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("keep_alive", "message"),
+    [
+        ("10", 'time: missing unit in duration "10"'),  # a string is a Go duration
+        ("1h30", 'time: missing unit in duration "1h30"'),
+        ("10x", 'time: unknown unit "x" in duration "10x"'),
+        ("soon", 'time: invalid duration "soon"'),
+        ("", 'time: invalid duration ""'),
+        (True, "Unsupported type: 'bool'"),
+        ([10], "Unsupported type: '[]interface {}'"),
+        ({"s": 1}, "Unsupported type: 'map[string]interface {}'"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/generate", "/api/chat"])
+def test_bad_keep_alive_has_gos_words(
+    server: ServerProcess, smollm2: str, path: str, keep_alive: object, message: str
+) -> None:
+    body: dict[str, object] = {"model": smollm2, "keep_alive": keep_alive, "stream": False}
+    response = _post(server, path, body)
+    assert (response.status_code, response.json()) == (400, {"error": message})
     assert httpx.get(server.url + "/api/version").status_code == 200
 
 
@@ -205,3 +229,41 @@ def test_runner_killed_mid_stream(server: ServerProcess, smollm2: str) -> None:
     )
     assert again.status_code == 200, again.text
     assert again.json()["done"] is True
+
+
+def _in_use(server: ServerProcess) -> bool:
+    metrics = httpx.get(server.url + "/metrics").text
+    return 'corral_runner_requests{model="smollm2:135m"} 1.0' in metrics
+
+
+def test_runner_killed_during_a_non_streaming_request(server: ServerProcess, smollm2: str) -> None:
+    body = {
+        "model": smollm2,
+        "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,",
+        "raw": True,
+        "stream": False,
+        "options": {"num_predict": 4000, "temperature": 0},
+    }
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(_post, server, "/api/generate", body)
+        deadline = time.monotonic() + 60
+        while not _in_use(server):
+            assert time.monotonic() < deadline, server.log_tail()
+            assert not pending.done(), pending.result().text
+            time.sleep(0.05)
+        (pid,) = server.runner_pids()
+        os.kill(pid, signal.SIGKILL)
+        response = pending.result(timeout=60)
+    assert response.status_code == 500, response.text
+    error = response.json()["error"]
+    assert error.startswith("model runner has unexpectedly stopped")
+    assert "killed by signal 9 (SIGKILL)" in error
+    log = server.log_path.read_text()
+    assert "stopped unexpectedly: killed by signal 9 (SIGKILL)" in log
+    again = _post(
+        server,
+        "/api/generate",
+        {"model": smollm2, "prompt": "hi", "stream": False, "options": {"num_predict": 2}},
+    )
+    assert again.status_code == 200, again.text
+    assert server.runner_pids() != [pid]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import ollama
@@ -213,3 +216,78 @@ def test_unusable_schema_is_400(client: ollama.Client) -> None:
         client.generate(model="smollm2:135m", prompt="x", format={"type": "no-such-type"})
     assert info.value.status_code == 400
     assert "schema" in info.value.error
+
+
+# ---- logprobs (newest Ollama's native fields) ---------------------------------------------
+
+
+def _check_logprobs(entries: list[Any], top_n: int) -> None:
+    assert entries
+    for entry in entries:
+        assert entry.logprob <= 0
+        top = entry.top_logprobs or []
+        assert len(top) == top_n
+        assert sum(math.exp(t.logprob) for t in top) <= 1 + 1e-6
+        assert all(entry.logprob >= t.logprob - 1e-9 for t in top)  # greedy: the argmax
+
+
+def test_generate_logprobs(client: ollama.Client) -> None:
+    options = {**GREEDY, "num_predict": 10}
+    whole = client.generate(
+        model="smollm2:135m", prompt="Name a fruit.", options=options, logprobs=True, top_logprobs=2
+    )
+    assert whole.logprobs is not None
+    _check_logprobs(list(whole.logprobs), 2)
+    assert "".join(e.token for e in whole.logprobs) == whole.response
+    assert len(whole.logprobs) == whole.eval_count
+    chunks = list(
+        client.generate(
+            model="smollm2:135m",
+            prompt="Name a fruit.",
+            options=options,
+            logprobs=True,
+            top_logprobs=2,
+            stream=True,
+        )
+    )
+    streamed = [e for c in chunks for e in c.logprobs or []]
+    assert [(e.token, e.logprob) for e in streamed] == [
+        (e.token, e.logprob) for e in whole.logprobs
+    ]
+    assert chunks[-1].done and not chunks[-1].logprobs
+    plain = client.generate(model="smollm2:135m", prompt="Name a fruit.", options=options)
+    assert plain.logprobs is None
+
+
+def test_chat_logprobs_in_each_chunk(server: ServerProcess, client: ollama.Client) -> None:
+    messages = [{"role": "user", "content": "Say hello."}]
+    options = {**GREEDY, "num_predict": 8}
+    whole = client.chat(model="smollm2:135m", messages=messages, options=options, logprobs=True)
+    assert whole.logprobs is not None
+    _check_logprobs(list(whole.logprobs), 0)
+    assert "".join(e.token for e in whole.logprobs) == whole.message.content
+    # raw NDJSON: the entries sit at the top of each chunk, as Ollama puts them
+    lines = httpx.post(
+        server.url + "/api/chat",
+        json={
+            "model": "smollm2:135m",
+            "messages": messages,
+            "options": options,
+            "logprobs": True,
+            "top_logprobs": 1,
+        },
+        timeout=60,
+    ).text.splitlines()
+    chunks = [json.loads(line) for line in lines]
+    content = [c for c in chunks if not c["done"]]
+    assert all(len(c["logprobs"]) >= 1 for c in content)
+    entry = content[0]["logprobs"][0]
+    assert set(entry) == {"token", "logprob", "bytes", "top_logprobs"}
+    assert set(entry["top_logprobs"][0]) == {"token", "logprob", "bytes"}
+    assert "logprobs" not in chunks[-1]
+    bad = httpx.post(
+        server.url + "/api/chat",
+        json={"model": "smollm2:135m", "messages": messages, "top_logprobs": 25},
+    )
+    assert bad.status_code == 400
+    assert bad.json()["error"] == "top_logprobs must be between 0 and 20"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import struct
 from collections.abc import Iterator
 from datetime import datetime
@@ -53,6 +54,8 @@ def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
         client.models.retrieve("no-such-model:1b")
     body = caught.value.body
     assert isinstance(body, dict) and body["type"] == "not_found_error"
+    assert body["code"] == "model_not_found"  # as chat says it
+    assert body["message"] == 'model "no-such-model:1b" not found'
 
 
 def test_chat_non_stream(client: openai.OpenAI) -> None:
@@ -375,4 +378,191 @@ def test_embeddings(server: ServerProcess, client: openai.OpenAI) -> None:
     assert bad.status_code == 400
     assert bad.json()["error"]["message"].startswith("Invalid value for 'encoding_format'")
     empty = httpx.post(server.url + "/v1/embeddings", json={"model": "all-minilm", "input": []})
-    assert empty.status_code == 400 and empty.json()["error"]["message"] == "invalid input"
+    assert empty.status_code == 400
+    assert empty.json()["error"]["message"].startswith("invalid input")
+
+
+# ---- logprobs ----------------------------------------------------------------------------
+
+
+def _check_greedy_entries(entries: list[Any], top_n: int) -> None:
+    """Each sampled token under greedy decoding is the argmax: no alternative beats it."""
+    assert entries
+    for entry in entries:
+        assert entry.logprob <= 0
+        assert entry.bytes is not None
+        assert bytes(entry.bytes).decode("utf-8", errors="replace") == entry.token
+        assert len(entry.top_logprobs) == top_n
+        assert sum(math.exp(top.logprob) for top in entry.top_logprobs) <= 1 + 1e-6
+        assert all(entry.logprob >= top.logprob - 1e-9 for top in entry.top_logprobs)
+        if top_n:
+            assert entry.top_logprobs[0].token == entry.token
+
+
+def test_chat_logprobs(client: openai.OpenAI) -> None:
+    question: list[Any] = [{"role": "user", "content": "Name three colours."}]
+    result = client.chat.completions.create(
+        model=MODEL, messages=question, max_tokens=10, temperature=0, logprobs=True, top_logprobs=3
+    )
+    choice = result.choices[0]
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    entries = choice.logprobs.content
+    _check_greedy_entries(entries, 3)
+    assert "".join(e.token for e in entries) == choice.message.content
+    assert result.usage is not None and len(entries) == result.usage.completion_tokens
+    # streamed: each content chunk carries the entries of its tokens
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=question,
+            max_tokens=10,
+            temperature=0,
+            logprobs=True,
+            top_logprobs=3,
+            stream=True,
+        )
+    )
+    streamed = [
+        e
+        for c in chunks
+        if c.choices and c.choices[0].logprobs and c.choices[0].logprobs.content
+        for e in c.choices[0].logprobs.content
+    ]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in entries]
+    # logprobs without top_logprobs: the sampled token only
+    only = client.chat.completions.create(
+        model=MODEL, messages=question, max_tokens=4, temperature=0, logprobs=True
+    )
+    assert only.choices[0].logprobs and only.choices[0].logprobs.content
+    assert all(e.top_logprobs == [] for e in only.choices[0].logprobs.content)
+
+
+def test_no_logprobs_unless_asked(server: ServerProcess, client: openai.OpenAI) -> None:
+    result = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0
+    )
+    assert result.choices[0].logprobs is None
+    with httpx.stream(
+        "POST",
+        server.url + "/v1/chat/completions",
+        json={
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 4,
+            "stream": True,
+        },
+        timeout=60,
+    ) as response:
+        raw = response.read().decode()
+    payloads = [e.removeprefix("data: ") for e in raw.split("\n\n") if e.startswith("data: {")]
+    assert payloads and all(json.loads(p)["choices"][0]["logprobs"] is None for p in payloads)
+
+
+def test_logprobs_out_of_range_is_a_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="top_logprobs must be between 0 and 20"):
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Hi"}],
+            logprobs=True,
+            top_logprobs=21,
+        )
+    with pytest.raises(openai.BadRequestError, match="top_logprobs must be between 0 and 20"):
+        client.completions.create(model=MODEL, prompt="Hi", logprobs=-1)
+
+
+def test_completions_logprobs(client: openai.OpenAI) -> None:
+    prompt = "The capital of France is"
+    result = client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=8, temperature=0, logprobs=2
+    )
+    choice = result.choices[0]
+    logprobs = choice.logprobs
+    assert logprobs is not None
+    tokens, values = logprobs.tokens or [], logprobs.token_logprobs or []
+    offsets, tops = logprobs.text_offset or [], logprobs.top_logprobs or []
+    assert "".join(tokens) == choice.text
+    assert len(tokens) == len(values) == len(offsets) == len(tops) > 0
+    assert offsets == [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+    for token, value, top in zip(tokens, values, tops, strict=True):
+        assert token in top and top[token] == value  # the sampled token is among them
+        assert 1 <= len(top) <= 3 and value == max(top.values())  # greedy
+        assert sum(math.exp(v) for v in top.values()) <= 1 + 1e-6
+    streamed = list(
+        client.completions.create(
+            model=MODEL, prompt=prompt, max_tokens=8, temperature=0, logprobs=2, stream=True
+        )
+    )
+    parts = [c.choices[0].logprobs for c in streamed if c.choices and c.choices[0].logprobs]
+    assert [t for p in parts for t in p.tokens or []] == tokens
+    assert [o for p in parts for o in p.text_offset or []] == offsets
+    plain = client.completions.create(model=MODEL, prompt=prompt, max_tokens=8, temperature=0)
+    assert plain.choices[0].logprobs is None and plain.choices[0].text == choice.text
+
+
+# ---- completions suffix, embeddings of token arrays ----------------------------------------
+
+
+def test_completions_suffix_needs_an_insert_template(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=MODEL, prompt="def add(a, b):", suffix="return c")
+    assert caught.value.message.endswith("smollm2:135m does not support insert")
+
+
+def _vocab_tokenize(model_path: str, text: str) -> list[int]:
+    """The ids the runner's tokenizer gives ``text`` (with CLS/SEP), from the GGUF's vocab."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = llama_cpp.llama_model_load_from_file(model_path.encode(), params)
+    assert model
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        data = text.encode()
+        buffer = (llama_cpp.llama_token * 512)()
+        count = llama_cpp.llama_tokenize(vocab, data, len(data), buffer, 512, True, False)
+        assert count > 0
+        return list(buffer[:count])
+    finally:
+        llama_cpp.llama_model_free(model)
+
+
+def test_embeddings_of_token_arrays(server: ServerProcess, client: openai.OpenAI) -> None:
+    pulled = httpx.post(
+        server.url + "/api/pull", json={"model": "all-minilm", "stream": False}, timeout=300
+    )
+    assert pulled.status_code == 200, pulled.text
+    shown = httpx.post(server.url + "/api/show", json={"model": "all-minilm"}).json()
+    blob = next(
+        line.split(" ", 1)[1]
+        for line in shown["modelfile"].splitlines()
+        if line.startswith("FROM /")
+    )
+    texts = ["A cat sits on the mat.", "Tax law."]
+    ids = [_vocab_tokenize(blob, text) for text in texts]
+    by_text = client.embeddings.create(model="all-minilm", input=texts, encoding_format="float")
+    by_ids = client.embeddings.create(model="all-minilm", input=ids, encoding_format="float")
+    one = client.embeddings.create(model="all-minilm", input=ids[0], encoding_format="float")
+    for a, b in zip(by_text.data, by_ids.data, strict=True):
+        assert max(abs(x - y) for x, y in zip(a.embedding, b.embedding, strict=True)) < 1e-5
+    assert (
+        max(
+            abs(x - y)
+            for x, y in zip(one.data[0].embedding, by_text.data[0].embedding, strict=True)
+        )
+        < 1e-5
+    )
+    assert by_ids.usage.prompt_tokens == by_ids.usage.total_tokens == sum(len(i) for i in ids)
+    assert one.usage.prompt_tokens == len(ids[0])
+    for bad, message in [
+        ([[1, 2], []], "non-empty"),
+        ([[1, -2]], "non-negative"),
+        ([1, "x"], "invalid input"),
+        ([[10_000_000]], "token id 10000000 is out of range"),
+    ]:
+        response = httpx.post(
+            server.url + "/v1/embeddings", json={"model": "all-minilm", "input": bad}
+        )
+        assert response.status_code == 400, response.text
+        assert message in response.json()["error"]["message"]
+    assert httpx.get(server.url + "/api/version").status_code == 200
