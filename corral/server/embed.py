@@ -27,7 +27,7 @@ from corral.api.options import Options, validate_options
 from corral.api.types import EmbeddingsRequest, EmbedRequest
 from corral.errors import BadRequestError, NotFoundError
 from corral.runner.client import RunnerClient
-from corral.server.streaming import parse_body
+from corral.server.streaming import parse_body, unless_disconnected
 
 if TYPE_CHECKING:
     from corral.server.routes import Api
@@ -121,14 +121,17 @@ async def embed(request: Request) -> Response:
     inputs = [req.input] if isinstance(req.input, str) else list(req.input or [])
     if inputs == [""]:
         inputs = []
-    result = await embed_texts(
-        _api(request),
-        req.model,
-        inputs,
-        truncate=req.truncate,
-        dimensions=req.dimensions,
-        options=req.options,
-        keep_alive=req.keep_alive,
+    result = await unless_disconnected(
+        request,
+        embed_texts(
+            _api(request),
+            req.model,
+            inputs,
+            truncate=req.truncate,
+            dimensions=req.dimensions,
+            options=req.options,
+            keep_alive=req.keep_alive,
+        ),
     )
     return JSONResponse(
         {
@@ -146,14 +149,17 @@ async def embeddings(request: Request) -> Response:
     req = await parse_body(request, EmbeddingsRequest)
     if not req.model:
         raise BadRequestError("model is required")
-    result = await embed_texts(
-        _api(request),
-        req.model,
-        [req.prompt] if req.prompt else [],
-        truncate=True,
-        options=req.options,
-        keep_alive=req.keep_alive,
-        normalize=False,
+    result = await unless_disconnected(
+        request,
+        embed_texts(
+            _api(request),
+            req.model,
+            [req.prompt] if req.prompt else [],
+            truncate=True,
+            options=req.options,
+            keep_alive=req.keep_alive,
+            normalize=False,
+        ),
     )
     vector = result.embeddings[0] if result.embeddings else []
     return JSONResponse({"embedding": vector})

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from corral.api import openai as oa
 from corral.errors import BadRequestError, CorralError, ModelNotFoundError, NotFoundError
 from corral.server.routes import Api, merge_chat, merge_generate
-from corral.server.streaming import parse_body
+from corral.server.streaming import parse_body, unless_disconnected
 
 __all__ = ["OpenAI"]
 
@@ -60,11 +60,28 @@ def _sse(data: Any) -> bytes:
     return f"data: {text}\n\n".encode()
 
 
-async def _first(events: AsyncGenerator[Event, None]) -> Event | None:
+async def _first(request: Request, events: AsyncGenerator[Event, None]) -> Event | None:
+    """The first event, awaited while watching for the client to leave (see streaming)."""
     try:
-        return await anext(events)
+        return await unless_disconnected(request, anext(events))
     except StopAsyncIteration:
         return None
+    except BaseException:
+        await events.aclose()
+        raise
+
+
+async def _gather(request: Request, events: AsyncGenerator[Event, None]) -> list[Event]:
+    """Every event of a non-streamed answer; a client that leaves cancels the work."""
+
+    async def collect() -> list[Event]:
+        return [event async for event in events]
+
+    try:
+        return await unless_disconnected(request, collect())
+    except BaseException:
+        await events.aclose()
+        raise
 
 
 def _stream(
@@ -120,10 +137,10 @@ class OpenAI:
         ident = oa.completion_id("chatcmpl")
         model = body.model
         if not body.stream:
-            events = [event async for event in opened]
+            events = await _gather(request, opened)
             return JSONResponse(oa.chat_completion(ident, model, merge_chat(events)))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        first = await _first(opened)
+        first = await _first(request, opened)
         state = {"role_sent": False, "calls": 0}
 
         def translate(event: Event) -> list[Any]:
@@ -169,10 +186,10 @@ class OpenAI:
         ident = oa.completion_id("cmpl")
         model = body.model
         if not body.stream:
-            events = [event async for event in opened]
+            events = await _gather(request, opened)
             return JSONResponse(oa.completion(ident, model, merge_generate(events)))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        first = await _first(opened)
+        first = await _first(request, opened)
         offset = [0]  # characters of token text sent so far: the next text_offset
 
         def translate(event: Event) -> list[Any]:
@@ -237,14 +254,17 @@ class OpenAI:
         inputs = _embedding_inputs(body.input)
         if self.embed is None:
             raise NotFoundError("embeddings are not available on this server")
-        result = await self.embed(
-            self.api,
-            body.model,
-            inputs,
-            truncate=True,
-            dimensions=body.dimensions,
-            options=body.options or {},
-            keep_alive=body.keep_alive,
+        result = await unless_disconnected(
+            request,
+            self.embed(
+                self.api,
+                body.model,
+                inputs,
+                truncate=True,
+                dimensions=body.dimensions,
+                options=body.options or {},
+                keep_alive=body.keep_alive,
+            ),
         )
         vectors: list[list[float]] = result.embeddings
         data = []

@@ -68,14 +68,16 @@ def wait_for(condition: Callable[[], bool], what: str, server: ServerProcess) ->
         time.sleep(0.05)
 
 
-def send(server: ServerProcess, body: dict[str, object]) -> socket.socket:
-    """POST /api/generate on a raw socket; the caller reads or closes it."""
+def send(
+    server: ServerProcess, body: dict[str, object], path: str = "/api/generate"
+) -> socket.socket:
+    """POST ``path`` on a raw socket; the caller reads or closes it."""
     address = urlsplit(server.url)
     assert address.hostname is not None and address.port is not None
     sock = socket.create_connection((address.hostname, address.port), timeout=60)
     data = json.dumps(body).encode()
     head = (
-        f"POST /api/generate HTTP/1.1\r\nHost: {server.host}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {server.host}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
     )
     sock.sendall(head.encode() + data)
@@ -121,6 +123,29 @@ def test_disconnect_while_queued_in_the_runner_frees_the_slot(one_slot: ServerPr
     first.close()
     wait_for(lambda: in_use(one_slot) == 0, "the streaming request to let go", one_slot)
     assert canceled(one_slot) == before + 2
+    assert_slot_free(one_slot)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_disconnect_from_openai_routes_frees_the_slot(
+    one_slot: ServerProcess, stream: bool
+) -> None:
+    """/v1 clients leave too (an SDK timeout, a closed tab): non-streamed answers and streams
+    still waiting in the runner's queue give their slot back."""
+    blocker = send(one_slot, {**COUNTING, "stream": True})
+    read_until(blocker, b'"response"')  # holds the one slot
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Count to a thousand."}],
+        "max_tokens": 4000,
+        "stream": stream,
+    }
+    leaving = send(one_slot, body, path="/v1/chat/completions")
+    wait_for(lambda: in_use(one_slot) == 2, "the /v1 request to queue", one_slot)
+    leaving.close()
+    wait_for(lambda: in_use(one_slot) == 1, "the /v1 request to let go", one_slot)
+    blocker.close()
+    wait_for(lambda: in_use(one_slot) == 0, "the blocker to let go", one_slot)
     assert_slot_free(one_slot)
 
 
