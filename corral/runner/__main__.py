@@ -33,7 +33,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         "--tensor-split", default="", help="layers (or fractions) per visible GPU, comma list"
     )
     parser.add_argument("--no-mmap", action="store_true")
-    parser.add_argument("--flash-attn", action="store_true")
+    parser.add_argument("--flash-attn", choices=("on", "off", "auto"), default="off")
     parser.add_argument("--kv-cache-type", default="f16")
     parser.add_argument("--embedding", action="store_true")
     parser.add_argument(
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         main_gpu=args.main_gpu,
         tensor_split=_split(args.tensor_split),
         use_mmap=not args.no_mmap,
-        flash_attention=args.flash_attn,
+        flash_attention={"on": True, "off": False}.get(args.flash_attn),
         kv_cache_type=args.kv_cache_type,
         embedding=args.embedding,
         cpu_lock_path=args.cpu_lock,

@@ -54,7 +54,7 @@ class RunnerConfig:
     gpu_ids: tuple[str, ...] = ()  # GPUs the runner may see (CUDA_VISIBLE_DEVICES)
     tensor_split: tuple[int, ...] = ()  # layers on each of gpu_ids
     use_mmap: bool = True
-    flash_attention: bool = False
+    flash_attention: bool | None = False  # None: llama.cpp decides (auto)
     kv_cache_type: str = "f16"
     embedding: bool = False
     verbose: bool = False
@@ -87,8 +87,7 @@ class RunnerConfig:
             args += ["--tensor-split", ",".join(str(n) for n in self.tensor_split)]
         if not self.use_mmap:
             args.append("--no-mmap")
-        if self.flash_attention:
-            args.append("--flash-attn")
+        args += ["--flash-attn", {None: "auto", True: "on", False: "off"}[self.flash_attention]]
         if self.embedding:
             args.append("--embedding")
         if self.verbose:

@@ -74,7 +74,7 @@ class EngineConfig:
     main_gpu: int = 0
     tensor_split: tuple[float, ...] = ()
     use_mmap: bool = True
-    flash_attention: bool = False
+    flash_attention: bool | None = False  # None: auto
     kv_cache_type: str = "f16"
     embedding: bool = False
     #: a file every CPU runner on this machine locks around each decode step (None: off)
@@ -193,11 +193,11 @@ class Engine:
         threads = cfg.n_threads or _default_threads()
         ctx_params.n_threads = threads
         ctx_params.n_threads_batch = threads
-        ctx_params.flash_attn_type = (
-            llama.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if cfg.flash_attention
-            else llama.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
+        ctx_params.flash_attn_type = {
+            True: llama.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            False: llama.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+            None: llama.LLAMA_FLASH_ATTN_TYPE_AUTO,  # on where the backend supports it
+        }[cfg.flash_attention]
         kv_type = _KV_TYPES.get(cfg.kv_cache_type, llama.GGML_TYPE_F16)
         ctx_params.type_k = kv_type
         ctx_params.type_v = kv_type
