@@ -6,7 +6,7 @@ through the runner process alone (``RunnerClient.embed`` on the same GGUF), and 
 ``sentence-transformers`` on the same checkpoint (run with ``--st-python``, an interpreter
 of a separate venv that has torch and sentence-transformers; never corral's own venv).
 
-Usage: .venv/bin/python bench/bench_embed.py [--st-python /work/st-venv/bin/python]
+Usage: .venv/bin/python bench/bench_embed.py [--st-python bench/.cache/st-venv/bin/python]
                                              [--seconds 4]
 """
 
@@ -166,7 +166,9 @@ def bench_sentence_transformers(python: str, seconds: float) -> dict[int, float]
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--st-python", default="/work/st-venv/bin/python")
+    parser.add_argument(
+        "--st-python", default=str(ROOT / "bench" / ".cache" / "st-venv" / "bin" / "python")
+    )
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
     server, model_path = bench_server(args.seconds)

