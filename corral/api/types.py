@@ -116,7 +116,24 @@ class _KeepAlive(_Request):
         return keep_alive_seconds(value)
 
 
-class GenerateRequest(_KeepAlive):
+class _Logprobs(_Request):
+    """Newest Ollama's ``logprobs`` / ``top_logprobs`` on generate and chat."""
+
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_logprobs(cls, value: int) -> int:
+        return check_top_logprobs(value)
+
+    @property
+    def logprobs_top(self) -> int | None:
+        """What the runner is asked for: alternatives per token, None for no logprobs."""
+        return self.top_logprobs if self.logprobs else None
+
+
+class GenerateRequest(_KeepAlive, _Logprobs):
     model: str = ""
     prompt: str = ""
     suffix: str = ""
@@ -129,18 +146,6 @@ class GenerateRequest(_KeepAlive):
     images: list[str] | None = None
     options: dict[str, Any] | None = None
     think: bool | str | None = None
-    logprobs: bool = False
-    top_logprobs: int = 0
-
-    @field_validator("top_logprobs")
-    @classmethod
-    def _top_logprobs(cls, value: int) -> int:
-        return check_top_logprobs(value)
-
-    @property
-    def logprobs_top(self) -> int | None:
-        """What the runner is asked for: alternatives per token, None for no logprobs."""
-        return self.top_logprobs if self.logprobs else None
 
     @field_validator("prompt", "suffix", mode="before")
     @classmethod
@@ -148,7 +153,7 @@ class GenerateRequest(_KeepAlive):
         return "" if value is None else value
 
 
-class ChatRequest(_KeepAlive):
+class ChatRequest(_KeepAlive, _Logprobs):
     model: str = ""
     messages: list[Message] = Field(default_factory=list)
     tools: list[dict[str, Any]] | None = None
@@ -157,18 +162,6 @@ class ChatRequest(_KeepAlive):
     format: str | dict[str, Any] | None = None
     options: dict[str, Any] | None = None
     think: bool | str | None = None
-    logprobs: bool = False
-    top_logprobs: int = 0
-
-    @field_validator("top_logprobs")
-    @classmethod
-    def _top_logprobs(cls, value: int) -> int:
-        return check_top_logprobs(value)
-
-    @property
-    def logprobs_top(self) -> int | None:
-        """What the runner is asked for: alternatives per token, None for no logprobs."""
-        return self.top_logprobs if self.logprobs else None
 
     @field_validator("messages", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ import ctypes
 import logging
 from collections.abc import Sequence
 
-from corral.hardware.libraries import LibraryError, RawDevice, open_library, uuid_text
+from corral.hardware.libraries import LibraryError, RawDevice, open_first, uuid_text
 
 __all__ = ["CudaDriver"]
 
@@ -49,23 +49,18 @@ class CudaDriver:
     @classmethod
     def open(cls, paths: Sequence[str]) -> CudaDriver:
         """The first of ``paths`` that loads and passes ``cuInit``; ``LibraryError`` if none."""
-        reasons: list[str] = []
-        for path in paths:
-            try:
-                library = open_library(path, _SYMBOLS)
-                status = library.cuInit(ctypes.c_uint(0))
-                if status == _INSUFFICIENT_DRIVER:
-                    raise LibraryError(
-                        f"{path}: your nvidia driver is too old or missing (cuInit error 35)"
-                    )
-                if status != 0:
-                    raise LibraryError(f"cuInit failed in {path}: error {status}")
-            except LibraryError as exc:
-                logger.debug("cuda: %s", exc)
-                reasons.append(str(exc))
-                continue
+
+        def start(library: ctypes.CDLL, path: str) -> CudaDriver:
+            status = library.cuInit(ctypes.c_uint(0))
+            if status == _INSUFFICIENT_DRIVER:
+                raise LibraryError(
+                    f"{path}: your nvidia driver is too old or missing (cuInit error 35)"
+                )
+            if status != 0:
+                raise LibraryError(f"cuInit failed in {path}: error {status}")
             return cls(library, path)
-        raise LibraryError("; ".join(reasons) or "libcuda not found")
+
+        return open_first(paths, _SYMBOLS, start, "libcuda")
 
     def _check(self, status: int, call: str) -> None:
         if status != 0:

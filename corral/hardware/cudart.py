@@ -14,7 +14,7 @@ import ctypes
 import logging
 from collections.abc import Sequence
 
-from corral.hardware.libraries import LibraryError, RawDevice, open_library, uuid_text
+from corral.hardware.libraries import LibraryError, RawDevice, open_first, uuid_text
 
 __all__ = ["CudaRuntime"]
 
@@ -44,20 +44,15 @@ class CudaRuntime:
 
     @classmethod
     def open(cls, paths: Sequence[str]) -> CudaRuntime:
-        reasons: list[str] = []
-        for path in paths:
-            try:
-                library = open_library(path, _SYMBOLS)
-                count = ctypes.c_int(0)
-                status = library.cudaGetDeviceCount(ctypes.byref(count))
-                if status != 0:
-                    raise LibraryError(f"cudaGetDeviceCount failed in {path}: error {status}")
-            except LibraryError as exc:
-                logger.debug("cudart: %s", exc)
-                reasons.append(str(exc))
-                continue
+
+        def start(library: ctypes.CDLL, path: str) -> CudaRuntime:
+            count = ctypes.c_int(0)
+            status = library.cudaGetDeviceCount(ctypes.byref(count))
+            if status != 0:
+                raise LibraryError(f"cudaGetDeviceCount failed in {path}: error {status}")
             return cls(library, path, count.value)
-        raise LibraryError("; ".join(reasons) or "libcudart not found")
+
+        return open_first(paths, _SYMBOLS, start, "libcudart")
 
     def _check(self, status: int, call: str) -> None:
         if status != 0:

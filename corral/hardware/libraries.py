@@ -19,11 +19,21 @@ import glob
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["LibraryError", "RawDevice", "candidates", "open_library", "uuid_text"]
+__all__ = [
+    "LibraryError",
+    "RawDevice",
+    "candidates",
+    "open_first",
+    "open_library",
+    "uuid_text",
+]
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -131,3 +141,22 @@ def open_library(path: str, symbols: Sequence[str]) -> ctypes.CDLL:
         except AttributeError as exc:
             raise LibraryError(f"symbol lookup for {name} failed in {path}") from exc
     return library
+
+
+def open_first(
+    paths: Sequence[str],
+    symbols: Sequence[str],
+    start: Callable[[ctypes.CDLL, str], T],
+    what: str,
+) -> T:
+    """The first of ``paths`` that loads, has ``symbols`` and passes ``start`` (which raises
+    ``LibraryError`` when the library's init call fails); ``LibraryError`` with every
+    reason when none does. Each failure is logged at debug."""
+    reasons: list[str] = []
+    for path in paths:
+        try:
+            return start(open_library(path, symbols), path)
+        except LibraryError as exc:
+            logger.debug("%s: %s", what, exc)
+            reasons.append(str(exc))
+    raise LibraryError("; ".join(reasons) or f"{what} not found")

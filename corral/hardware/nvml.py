@@ -13,7 +13,7 @@ import ctypes
 import logging
 from collections.abc import Sequence
 
-from corral.hardware.libraries import LibraryError, RawDevice, open_library
+from corral.hardware.libraries import LibraryError, RawDevice, open_first
 
 __all__ = ["Nvml"]
 
@@ -52,19 +52,14 @@ class Nvml:
     @classmethod
     def open(cls, paths: Sequence[str]) -> Nvml:
         """The first of ``paths`` that loads and initialises; ``LibraryError`` if none."""
-        reasons: list[str] = []
-        for path in paths:
-            try:
-                library = open_library(path, _SYMBOLS)
-                status = library.nvmlInit_v2()
-                if status != 0:
-                    raise LibraryError(f"nvmlInit_v2 failed in {path}: error {status}")
-            except LibraryError as exc:
-                logger.debug("nvml: %s", exc)
-                reasons.append(str(exc))
-                continue
+
+        def start(library: ctypes.CDLL, path: str) -> Nvml:
+            status = library.nvmlInit_v2()
+            if status != 0:
+                raise LibraryError(f"nvmlInit_v2 failed in {path}: error {status}")
             return cls(library, path)
-        raise LibraryError("; ".join(reasons) or "libnvidia-ml not found")
+
+        return open_first(paths, _SYMBOLS, start, "libnvidia-ml")
 
     def _check(self, status: int, call: str) -> None:
         if status != 0:

