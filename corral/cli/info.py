@@ -1,14 +1,18 @@
 """``corral info``: the compute devices this machine offers, found the way ``serve`` finds
-them (no server needed): NVIDIA GPUs through their libraries, the CPU, system memory."""
+them (no server needed): NVIDIA GPUs through their libraries, the CPU, system memory, and
+the engine: the llama.cpp build, its backends, the instruction sets it uses and its self-test
+(asked of llama.cpp in a child process, so a build that cannot run here is reported, not
+crashed on)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from corral.cli import _output as output
 from corral.config import Settings
+from corral.engine.probe import engine_report
 from corral.hardware import Hardware, SystemInfo
 
 __all__ = ["info"]
@@ -34,13 +38,16 @@ def info(
         errors = hardware.errors
     finally:
         hardware.close()
+    engine = engine_report()
     if json_output:
         data = system.as_json()
+        data["engine"] = engine
         if verbose:
             data["library_errors"] = errors
         output.print_json(data)
         return
     _print_table(system)
+    _print_engine(engine)
     if system.gpu_note:
         output.err(system.gpu_note)
     if verbose:
@@ -69,3 +76,23 @@ def _print_table(system: SystemInfo) -> None:
         f" ({cpu.logical_cores} threads, {cpu.usable_cores:g} usable),"
         f" features: {' '.join(cpu.features) or 'none found'}"
     )
+
+
+def _print_engine(engine: dict[str, Any]) -> None:
+    build = engine.get("build") or {}
+    if "llama_cpp_python" not in engine:
+        output.out(f"Engine: cannot be loaded here: {engine.get('error', 'unknown error')}")
+        return
+    how = (
+        f"{build.get('description', '')} (tier {build.get('tier')})"
+        if build
+        else "not built by install.sh (unrecorded)"
+    )
+    output.out(
+        f"Engine: llama.cpp from llama-cpp-python {engine['llama_cpp_python']},"
+        f" backends {', '.join(engine.get('backends', [])) or 'none'}; built {how}"
+    )
+    output.out(f"  instruction sets: {' '.join(engine.get('cpu_features', [])) or 'none'}")
+    output.out(f"  self-test: {engine.get('selftest', 'not run')}")
+    if not engine.get("ok"):
+        output.out(f"  cannot run here: {engine.get('error')}")

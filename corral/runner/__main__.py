@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import ctypes
 import logging
+import os
 import signal
 import sys
 from typing import Any
 
 import llama_cpp as llama
 
+from corral.engine.features import build_problem, compiled_features, cpu_flags
+from corral.runner.diagnose import ENGINE_UNUSABLE
 from corral.runner.engine import LLAMA_ERRORS, EngineConfig
 from corral.runner.server import serve
 
@@ -77,8 +80,21 @@ def _split(text: str) -> tuple[float, ...]:
         ) from None
 
 
+def _engine_problem() -> str | None:
+    """Why the installed llama.cpp cannot run on this CPU (instructions it lacks, or a path
+    known to crash), checked before any kernel runs; ``CORRAL_ENGINE_UNCHECKED=1`` skips it."""
+    if os.environ.get("CORRAL_ENGINE_UNCHECKED"):
+        return None
+    report = llama.llama_print_system_info().decode("utf-8", errors="replace")
+    return build_problem(compiled_features(report), cpu_flags())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
+    problem = _engine_problem()
+    if problem:
+        sys.stderr.write(f"error: {problem}\n")
+        return ENGINE_UNUSABLE
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         stream=sys.stderr,

@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import AsyncGenerator, Sequence
@@ -31,6 +30,7 @@ import httpx
 import numpy as np
 
 from corral.errors import BadRequestError, RunnerError
+from corral.runner.diagnose import ENGINE_UNUSABLE, OomCounter, explain
 
 __all__ = ["RunnerClient", "RunnerConfig", "RunnerEmbeddings"]
 
@@ -119,6 +119,7 @@ class RunnerClient:
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=50)
         self._stderr_task: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
+        self._oom = OomCounter()
 
     @classmethod
     async def start(
@@ -180,6 +181,9 @@ class RunnerClient:
 
     def _terminated_error(self) -> RunnerError:
         code = self.process.returncode
+        if code is not None and (code < 0 or code == ENGINE_UNUSABLE):
+            # a signal or an engine this CPU cannot run: the explanation is the message
+            return RunnerError(f"llama runner process has terminated: {self.exit_status()}")
         detail = self.last_error_line()
         message = f"llama runner process has terminated: exit status {code}"
         if detail:
@@ -295,7 +299,11 @@ class RunnerClient:
             " internal error, check corral server logs for details"
         )
         if not self.alive:  # how it ended is what the client can act on (OOM kill, crash)
-            message += f": {self.exit_status()}" + (f" {detail}" if detail else "")
+            code = self.process.returncode
+            explained = code is not None and (code < 0 or code == ENGINE_UNUSABLE)
+            message += f": {self.exit_status()}"
+            if detail and not explained:
+                message += f" {detail}"
         elif detail:
             message += f": {detail}"
         elif exc is not None:
@@ -303,24 +311,20 @@ class RunnerClient:
         return RunnerError(message)
 
     def exit_status(self) -> str:
-        """How the process ended: ``exit status N`` or ``killed by signal N (NAME)``."""
-        code = self.process.returncode
-        if code is None:
-            return "still running"
-        if code >= 0:
-            return f"exit status {code}"
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = "unknown signal"
-        return f"killed by signal {-code} ({name})"
+        """How the process ended: ``exit status N`` or ``killed by signal N (NAME)``, with
+        what that means where it says something (see ``corral.runner.diagnose``)."""
+        return explain(
+            self.process.returncode, list(self._stderr_tail), oom_killed=self._oom.fired()
+        )
 
     async def exited(self) -> str:
         """Wait until the process ends (the scheduler's watcher awaits this); say how, with
         the last error line of its stderr when there is one."""
         await self.process.wait()
         await self._wait_exit(1.0)  # let the stderr reader take the last lines
-        detail = self.last_error_line()
+        code = self.process.returncode
+        explained = code is None or code < 0 or code == ENGINE_UNUSABLE
+        detail = "" if explained else self.last_error_line()
         return self.exit_status() + (f"; last error: {detail}" if detail else "")
 
     async def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
