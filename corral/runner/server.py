@@ -38,8 +38,8 @@ from typing import Any
 
 from corral.runner.embed import Embedder, InputTooLongError
 from corral.runner.engine import GRAMMARS, Engine, EngineConfig, LoadError, Task
+from corral.runner.grammar import SchemaError, schema_to_grammar
 from corral.runner.logprobs import MAX_TOP_LOGPROBS as MAX_TOP
-from corral.runner.schema import SchemaError, schema_to_grammar
 
 __all__ = ["RunnerServer", "serve"]
 

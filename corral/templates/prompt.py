@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from corral.templates.gotemplate import GoTemplate
+from corral.templates.go import GoTemplate
 from corral.templates.jinja import JinjaChatTemplate
 
 __all__ = ["PromptTemplate", "fit_chat_prompt"]

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral.runner.schema import MAX_DEPTH, SchemaError, schema_to_grammar
+from corral.runner.grammar import MAX_DEPTH, SchemaError, schema_to_grammar
 
 try:
     jsonschema: Any = importlib.import_module("jsonschema")

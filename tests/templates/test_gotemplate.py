@@ -10,8 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from corral.errors import TemplateError
-from corral.templates import gotemplate
-from corral.templates.gotemplate import GoTemplate
+from corral.templates.go import GoTemplate, functions, limits
 
 Case = tuple[str, Any, str]
 
@@ -636,13 +635,13 @@ RECURSIVE = (
 
 def test_template_recursion_up_to_the_depth_limit() -> None:
     template = GoTemplate(RECURSIVE)
-    assert template.render(_chain(gotemplate.MAX_TEMPLATE_DEPTH - 1)) == "+" * 99
+    assert template.render(_chain(limits.MAX_TEMPLATE_DEPTH - 1)) == "+" * 99
     with pytest.raises(TemplateError, match="maximum template depth"):
-        template.render(_chain(gotemplate.MAX_TEMPLATE_DEPTH))
+        template.render(_chain(limits.MAX_TEMPLATE_DEPTH))
 
 
 def test_nesting_limit() -> None:
-    depth = gotemplate.MAX_NESTING
+    depth = limits.MAX_NESTING
     nested = "{{ if 1 }}" * depth + "x" + "{{ end }}" * depth
     assert render(nested) == "x"
     too_deep = "{{ if 1 }}" * (depth + 1) + "x" + "{{ end }}" * (depth + 1)
@@ -677,7 +676,7 @@ def test_built_characters_limit() -> None:
 
 
 def test_iteration_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gotemplate, "MAX_ITERATIONS", 1000)
+    monkeypatch.setattr(limits, "MAX_ITERATIONS", 1000)
     assert render("{{ range 1000 }}{{ end }}") == ""
     with pytest.raises(TemplateError, match="more than 1000 iterations"):
         render("{{ range 10 }}{{ range 10 }}{{ range 11 }}{{ end }}{{ end }}{{ end }}")
@@ -686,7 +685,7 @@ def test_iteration_limit(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_step_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gotemplate, "MAX_STEPS", 10_000)
+    monkeypatch.setattr(limits, "MAX_STEPS", 10_000)
     source = (
         '{{ define "a" }}{{ template "b" }}{{ template "b" }}{{ end }}'
         '{{ define "b" }}{{ template "c" }}{{ template "c" }}{{ end }}'
@@ -716,7 +715,7 @@ EXPRESSIONS = [
     "(json .)", '(printf "%d|%s|%v|%q|%5.2f" .X .Y .Z .L .M)', '(index .M "k")', "(.X)",
 ]  # fmt: skip
 
-FUNCTION_NAMES = sorted(gotemplate._FUNCTIONS)
+FUNCTION_NAMES = sorted(functions.FUNCTIONS)
 
 scalars = st.one_of(
     st.none(),
