@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 
 from corral.api.options import Options
@@ -24,7 +26,7 @@ from corral.errors import (
 )
 from corral.estimate import Estimate
 from corral.hardware import CpuInfo, GpuInfo, SystemInfo, SystemMemory
-from corral.runner.client import RunnerConfig
+from corral.runner.client import RunnerConfig, RunnerEmbeddings
 from corral.scheduler import LoadedModel, ModelSpec, RunnerLike, Scheduler
 
 DEADLINE_SECONDS = 2.0
@@ -62,6 +64,27 @@ class FakeRunner:
     async def exited(self) -> str:
         await self._ended.wait()
         return self.how
+
+    # the inference calls of RunnerLike: these tests never make them
+
+    async def completion(self, payload: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        yield {"content": "", "done": True}
+
+    async def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        return list(range(len(text.split())))
+
+    async def detokenize(self, tokens: Sequence[int]) -> str:
+        return " ".join("x" for _ in tokens)
+
+    async def embed(
+        self,
+        texts: Sequence[str] | Sequence[list[int]],
+        *,
+        truncate: bool = True,
+        num_ctx: int | None = None,
+    ) -> RunnerEmbeddings:
+        vectors = np.zeros((len(texts), 4), dtype=np.float32)
+        return RunnerEmbeddings(vectors=vectors, prompt_eval_count=0, duration_ns=0)
 
 
 class FakeFactory:
@@ -141,6 +164,23 @@ async def settle(rounds: int = 20) -> None:
         await asyncio.sleep(0)
 
 
+class FakeClock:
+    """A clock that moves only when told: keep-alive expiry without sleeping."""
+
+    def __init__(self) -> None:
+        self.seconds = 1000.0
+        self.start = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.seconds - 1000.0)
+
+    def advance(self, seconds: float) -> None:
+        self.seconds += seconds
+
+
 class Harness:
     def __init__(self) -> None:
         self.factory = FakeFactory()
@@ -152,10 +192,13 @@ class Harness:
         max_loaded: int | None = None,
         memory: FakeMemory | None = None,
         sizes: dict[str, int] | None = None,
+        clock: FakeClock | None = None,
         **changes: Any,
     ) -> Scheduler:
         settings = Settings(num_parallel=1).with_changes(**changes)
         extra: dict[str, Any] = {}
+        if clock is not None:
+            extra["clock"] = clock
         if memory is not None:
             extra["system"] = memory
         if sizes is not None:
@@ -335,6 +378,69 @@ async def test_request_keep_alive_overwrites_the_runners(harness: Harness) -> No
         pass
     assert entry.keep_alive == 5.0
     assert harness.factory.calls == 1
+
+
+async def test_keep_alive_expiry_follows_the_clock(harness: Harness) -> None:
+    clock = FakeClock()
+    scheduler = harness.scheduler(clock=clock)
+    async with scheduler.acquire(A, options(), 30.0) as entry:
+        assert entry.expires_at_wall() == clock.now() + timedelta(seconds=30)
+    runner = harness.factory.runners[0]
+    assert entry.expires_at == clock.monotonic() + 30.0
+    clock.advance(10.0)
+    assert entry.expires_at_wall() == clock.now() + timedelta(seconds=20)
+
+    scheduler._expire(entry)  # a timer firing early: the runner stays, the timer is set again
+    await settle()
+    assert runner.stops == 0
+    assert entry.timer is not None
+
+    clock.advance(20.0)
+    scheduler._expire(entry)
+    await wait_until(lambda: runner.stops == 1, "the runner to expire")
+    assert await scheduler.loaded_models() == []
+
+
+async def test_a_request_restarts_the_keep_alive_from_its_release(harness: Harness) -> None:
+    clock = FakeClock()
+    scheduler = harness.scheduler(clock=clock)
+    async with scheduler.acquire(A, options(), 30.0) as entry:
+        pass
+    clock.advance(25.0)
+    async with scheduler.acquire(A, options(), None):
+        assert entry.expires_at is None  # in use: no expiry
+        clock.advance(100.0)
+    assert entry.expires_at == clock.monotonic() + 30.0
+    scheduler._expire(entry)
+    await settle()
+    assert harness.factory.runners[0].stops == 0
+
+
+async def test_stop_of_a_busy_runner_is_a_mark_not_a_keep_alive(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler = harness.scheduler()
+    holder = harness.hold(scheduler, A, keep_alive=FOREVER)
+    await wait_until(lambda: holder.got, "the runner")
+    assert await scheduler.unload(A.model_path) is True
+    assert holder.entry is not None
+    assert holder.entry.keep_alive == FOREVER
+    assert holder.entry.unload_when_idle == "requested"
+    with caplog.at_level(logging.INFO, logger="corral.scheduler"):
+        await holder.release()
+    assert harness.factory.runners[0].stops == 1
+    assert _log_line(caplog, "unloading model a").endswith(": requested")
+
+
+async def test_waiters_wake_on_a_change_not_on_a_timer(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    waiter = asyncio.create_task(scheduler._wait_for_change())
+    harness.tasks.append(waiter)
+    await settle()
+    assert not waiter.done()
+    scheduler._notify()
+    await settle()
+    assert waiter.done()
 
 
 # ---- options --------------------------------------------------------------------------------
@@ -534,9 +640,11 @@ async def test_failed_load_raises_to_every_waiter_and_loads_nothing(harness: Har
 
 
 async def test_expiry_racing_a_new_request_does_not_stop_it(harness: Harness) -> None:
-    scheduler = harness.scheduler()
+    clock = FakeClock()
+    scheduler = harness.scheduler(clock=clock)
     async with scheduler.acquire(A, options(), None) as entry:
         pass
+    clock.advance(scheduler.settings.keep_alive_seconds + 1)  # due
     scheduler._expire(entry)  # the timer fires in the same loop turn as a request arrives
     async with scheduler.acquire(A, options(), None) as again:
         await settle()
