@@ -46,6 +46,21 @@ def test_runner_killed_by_sigill_mid_stream(server: ServerProcess, smollm2: str)
     assert server.runner_pids() != [pid]
 
 
+def test_a_crash_carries_llama_cpp_s_last_lines(server: ServerProcess, smollm2: str) -> None:
+    body = {"model": smollm2, "prompt": "Count to a thousand.", "options": {"num_predict": 2000}}
+    with httpx.stream("POST", server.url + "/api/generate", json=body, timeout=60) as response:
+        lines = response.iter_lines()
+        next(lines)
+        (pid,) = server.runner_pids()
+        os.kill(pid, signal.SIGSEGV)
+        rest = [json.loads(line) for line in lines if line]
+    assert "killed by signal 11 (SIGSEGV): llama.cpp crashed" in rest[-1]["error"]
+    assert "stopped unexpectedly: killed by signal 11 (SIGSEGV): llama.cpp crashed" in (
+        server.log_path.read_text()
+    )
+    assert _generate(server, smollm2, num_predict=2).status_code == 200
+
+
 @pytest.fixture
 def old_cpu(tmp_path: Path) -> Iterator[ServerProcess]:
     """A server whose runners see a CPU with SSE only: this machine's build is too new."""
