@@ -27,6 +27,7 @@ from corral.errors import (
 from corral.estimate import Estimate
 from corral.hardware import CpuInfo, GpuInfo, SystemInfo, SystemMemory
 from corral.runner.client import RunnerConfig, RunnerEmbeddings
+from corral.runner.events import CompletionEvent
 from corral.scheduler import LoadedModel, ModelSpec, RunnerLike, Scheduler
 
 DEADLINE_SECONDS = 2.0
@@ -67,7 +68,7 @@ class FakeRunner:
 
     # the inference calls of RunnerLike: these tests never make them
 
-    async def completion(self, payload: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    async def completion(self, payload: dict[str, Any]) -> AsyncGenerator[CompletionEvent, None]:
         yield {"content": "", "done": True}
 
     async def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:

@@ -31,6 +31,7 @@ import numpy as np
 
 from corral.errors import BadRequestError, RunnerError
 from corral.runner.diagnose import ENGINE_UNUSABLE, OomCounter, explain
+from corral.runner.events import CompletionEvent
 
 __all__ = ["RunnerClient", "RunnerConfig", "RunnerEmbeddings"]
 
@@ -265,7 +266,7 @@ class RunnerClient:
                 async with asyncio.timeout(1.0):
                     await asyncio.shield(self._stderr_task)
 
-    async def completion(self, payload: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    async def completion(self, payload: dict[str, Any]) -> AsyncGenerator[CompletionEvent, None]:
         """Stream the runner's NDJSON events; closing the iterator cancels the generation."""
         assert self._http is not None
         try:

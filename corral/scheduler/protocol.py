@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from corral.runner.client import RunnerConfig, RunnerEmbeddings
+from corral.runner.events import CompletionEvent
 
 __all__ = ["RunnerFactory", "RunnerLike", "RunnerProcess"]
 
@@ -35,7 +36,7 @@ class RunnerLike(RunnerProcess, Protocol):
     the inference calls the server makes on it. ``RunnerClient`` is one; so is a test fake.
     """
 
-    def completion(self, payload: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    def completion(self, payload: dict[str, Any]) -> AsyncGenerator[CompletionEvent, None]:
         """Stream the runner's events for one completion; closing the stream cancels it."""
         ...
 

@@ -26,7 +26,6 @@ from starlette.responses import JSONResponse, Response
 from corral.api.options import Options, validate_options
 from corral.api.types import EmbeddingsRequest, EmbedRequest
 from corral.errors import BadRequestError, NotFoundError
-from corral.runner.client import RunnerClient
 from corral.server.streaming import parse_body, unless_disconnected
 
 if TYPE_CHECKING:
@@ -77,7 +76,7 @@ async def embed_texts(
             vectors = np.zeros((0, 0), dtype=np.float32)
             count = 0
         else:
-            runner = cast(RunnerClient, ref.runner)
+            runner = ref.runner
             answer = await runner.embed(inputs, truncate=truncate, num_ctx=merged.num_ctx)
             vectors, count = answer.vectors, answer.prompt_eval_count
     rows = _finish(vectors, dimensions=dimensions, normalize=normalize)

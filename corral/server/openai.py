@@ -24,14 +24,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api import openai as oa
 from corral.errors import BadRequestError, CorralError, ModelNotFoundError, NotFoundError
-from corral.server.routes import Api, merge_chat, merge_generate
+from corral.server.generation import merge_chat, merge_generate
+from corral.server.relay import Chunk
+from corral.server.routes import Api
 from corral.server.streaming import parse_body, unless_disconnected
 
 __all__ = ["OpenAI"]
 
 logger = logging.getLogger(__name__)
 
-Event = dict[str, Any]
 Handler = Callable[[Request], Awaitable[Response]]
 
 # /v1/embeddings is answered by the embeddings module when it is there.
@@ -60,7 +61,7 @@ def _sse(data: Any) -> bytes:
     return f"data: {text}\n\n".encode()
 
 
-async def _first(request: Request, events: AsyncGenerator[Event, None]) -> Event | None:
+async def _first(request: Request, events: AsyncGenerator[Chunk, None]) -> Chunk | None:
     """The first event, awaited while watching for the client to leave (see streaming)."""
     try:
         return await unless_disconnected(request, anext(events))
@@ -71,10 +72,10 @@ async def _first(request: Request, events: AsyncGenerator[Event, None]) -> Event
         raise
 
 
-async def _gather(request: Request, events: AsyncGenerator[Event, None]) -> list[Event]:
+async def _gather(request: Request, events: AsyncGenerator[Chunk, None]) -> list[Chunk]:
     """Every event of a non-streamed answer; a client that leaves cancels the work."""
 
-    async def collect() -> list[Event]:
+    async def collect() -> list[Chunk]:
         return [event async for event in events]
 
     try:
@@ -85,9 +86,9 @@ async def _gather(request: Request, events: AsyncGenerator[Event, None]) -> list
 
 
 def _stream(
-    events: AsyncGenerator[Event, None],
-    first: Event | None,
-    translate: Callable[[Event], list[Any]],
+    events: AsyncGenerator[Chunk, None],
+    first: Chunk | None,
+    translate: Callable[[Chunk], list[Any]],
 ) -> StreamingResponse:
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -143,7 +144,7 @@ class OpenAI:
         first = await _first(request, opened)
         state = {"role_sent": False, "calls": 0}
 
-        def translate(event: Event) -> list[Any]:
+        def translate(event: Chunk) -> list[Any]:
             out: list[Any] = []
             message = event.get("message", {})
             delta: dict[str, Any] = {}
@@ -192,7 +193,7 @@ class OpenAI:
         first = await _first(request, opened)
         offset = [0]  # characters of token text sent so far: the next text_offset
 
-        def translate(event: Event) -> list[Any]:
+        def translate(event: Chunk) -> list[Any]:
             if not event.get("done"):
                 text = event.get("response", "")
                 logprobs = oa.completion_logprobs(event.get("logprobs"), offset[0])

@@ -12,6 +12,7 @@ import pytest_asyncio
 
 from corral.errors import BadRequestError
 from corral.runner.client import RunnerClient, RunnerConfig
+from corral.runner.events import CompletionEvent
 from tests.runner.engine_harness import MODEL
 
 # one runner for the module: its fixture and the tests share one event loop
@@ -33,7 +34,7 @@ async def runner() -> AsyncIterator[RunnerClient]:
         await client.stop()
 
 
-async def _events(runner: RunnerClient, payload: dict[str, Any]) -> list[dict[str, Any]]:
+async def _events(runner: RunnerClient, payload: dict[str, Any]) -> list[CompletionEvent]:
     return [event async for event in runner.completion(payload)]
 
 

@@ -1,0 +1,98 @@
+"""The one relay loop: a runner's completion events become one API dialect's chunks.
+
+Every generating route streams the same way. Each token chunk from the runner goes through
+an ``OutputShaper`` (thinking and tool calls split out of the text) and what it releases
+becomes a chunk in the dialect's shape; on ``done`` the shaper's held text is flushed, the
+runner's counters become ``Stats``, the dialect shapes the final event and the request is
+observed (metrics). A ``Shape`` is all that differs between dialects: Ollama's generate and
+chat (``generation.py``) have one each, and so can any other dialect that relays directly
+instead of translating Ollama's chunks (as the OpenAI routes do).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from corral.runner.events import CompletionEvent, TokenLogprob
+from corral.server.shaping import OutputShaper, Parts
+
+__all__ = ["Chunk", "Shape", "Stats", "relay", "run_stats"]
+
+#: one event of an answer as a route sends it (a JSON object: an NDJSON line, an SSE event)
+Chunk = dict[str, Any]
+
+
+class Stats(TypedDict):
+    """What a generation cost, in Ollama's names (durations in nanoseconds)."""
+
+    total_duration: int  # from the request's start to the final event
+    load_duration: int  # from the request's start until a runner was held
+    prompt_eval_count: int
+    prompt_eval_duration: int
+    eval_count: int
+    eval_duration: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """How one dialect writes the relay's output."""
+
+    #: a chunk from parts the shaper released (any of them may be empty) and the logprobs
+    #: of the tokens they came from (None when the request asked for none)
+    chunk: Callable[[Parts, list[TokenLogprob] | None], Chunk]
+    #: the last event, from the runner's (``done``) and the request's stats
+    final: Callable[[CompletionEvent, Stats], Chunk]
+
+
+async def relay(
+    events: AsyncGenerator[CompletionEvent, None],
+    shaper: OutputShaper,
+    shape: Shape,
+    *,
+    started: float,
+    loaded_at: float,
+    observe: Callable[[Stats], None],
+) -> AsyncGenerator[Chunk, None]:
+    """Relay ``events`` (``RunnerClient.completion``) as ``shape``'s chunks.
+
+    ``started`` and ``loaded_at`` are ``time.perf_counter()`` readings (request start,
+    runner held); ``observe`` gets the stats once, before the final event is yielded.
+    Closing the relay closes ``events``, which cancels the generation in the runner.
+    """
+    try:
+        async for event in events:
+            if event.get("done"):
+                rest = shaper.finish()
+                if rest:
+                    yield shape.chunk(rest, None)
+                stats = run_stats(event, started, loaded_at)
+                final = shape.final(event, stats)
+                observe(stats)
+                yield final
+            else:
+                text = event.get("content", "")
+                logprobs = event.get("logprobs")
+                if shaper.passthrough:
+                    yield shape.chunk(Parts(content=text), logprobs)
+                    continue
+                parts = shaper.feed(text)
+                if parts or logprobs:  # logprobs go out even while a parser holds text
+                    yield shape.chunk(parts, logprobs)
+    finally:
+        await events.aclose()
+
+
+def run_stats(done: CompletionEvent, started: float, loaded_at: float) -> Stats:
+    """The request's stats, taken now: its durations and the runner's counters."""
+    now = time.perf_counter()
+    return Stats(
+        total_duration=int((now - started) * 1e9),
+        load_duration=int((loaded_at - started) * 1e9),
+        prompt_eval_count=int(done.get("prompt_eval_count", 0)),
+        prompt_eval_duration=int(done.get("prompt_eval_duration", 0)),
+        eval_count=int(done.get("eval_count", 0)),
+        eval_duration=int(done.get("eval_duration", 0)),
+    )
