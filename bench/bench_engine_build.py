@@ -4,7 +4,8 @@ Each build is a llama-cpp-python wheel (or an installed ``llama_cpp`` folder). T
 unpacked into ``bench/.cache/engine-builds/<name>``; every round runs each build once, one
 after the other, in its own child process (the same GGUF, greedy, all usable cores): a
 prompt of ``--prompt-tokens`` tokens in one batch, then ``--tokens`` decoded one by one.
-Medians over ``--repeats`` rounds; ratios against the first build.
+Medians over ``--repeats`` rounds; ratios against the first build, paired within each round
+(the median of the per-round ratios), since a VM's speed drifts from minute to minute.
 
     .venv/bin/python bench/bench_engine_build.py \\
         --build pip-native=/tmp/wheels/llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl \\
@@ -118,10 +119,8 @@ def main() -> int:
                 cpu = str(result["info"]).split("|")
                 print(f"{name}: {result['file']}\n  {' | '.join(p.strip() for p in cpu[:14])}")
     base = builds[0][0]
-    base_prompt = statistics.median(rows[base]["prompt"])
-    base_decode = statistics.median(rows[base]["decode"])
     print(
-        f"\nSmolLM2 ({Path(model).name}), {args.prompt_tokens}-token prompt, {args.tokens} "
+        f"\n{Path(model).name}: {args.prompt_tokens}-token prompt, {args.tokens} "
         f"decoded, medians of {args.repeats} rounds"
     )
     print("| build | prompt tok/s | decode tok/s | prompt ratio | decode ratio |")
@@ -129,10 +128,14 @@ def main() -> int:
     for name, _ in builds:
         prompt = statistics.median(rows[name]["prompt"])
         decode = statistics.median(rows[name]["decode"])
-        print(
-            f"| {name} | {prompt:.0f} | {decode:.1f} | {prompt / base_prompt:.2f} |"
-            f" {decode / base_decode:.2f} |"
-        )
+        # ratios paired within each round (the VM's speed drifts between rounds)
+        ratios = [
+            statistics.median(
+                a / b for a, b in zip(rows[name][kind], rows[base][kind], strict=True)
+            )
+            for kind in ("prompt", "decode")
+        ]
+        print(f"| {name} | {prompt:.0f} | {decode:.1f} | {ratios[0]:.2f} | {ratios[1]:.2f} |")
     same = len({json.dumps(t) for t in first_tokens.values()}) == 1
     print(f"\ngreedy tokens identical across builds: {same}")
     return 0

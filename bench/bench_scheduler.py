@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import httpx
 
@@ -41,24 +42,31 @@ MODELS = ("smollm2:135m", "gemma3:270m")
 
 
 class _Fake:
+    """A runner that is always there: only the scheduler's own bookkeeping is timed."""
+
     def __init__(self, config: RunnerConfig) -> None:
         self.config = config
+        self._stopped = asyncio.Event()
 
     @property
     def alive(self) -> bool:
-        return True
+        return not self._stopped.is_set()
 
     @property
     def pid(self) -> int:
         return 1
 
     async def stop(self, grace: float = 5.0) -> None:
-        return None
+        self._stopped.set()
+
+    async def exited(self) -> str:
+        await self._stopped.wait()
+        return "exit status 0"
 
 
 async def overhead(iterations: int = 20000) -> float:
     async def factory(config: RunnerConfig) -> RunnerLike:
-        return _Fake(config)
+        return cast(RunnerLike, _Fake(config))
 
     scheduler = Scheduler(
         Settings(num_parallel=1), factory, estimator=lambda c, s: Estimate.on_cpu(0)
