@@ -347,19 +347,47 @@ def _current_plan(args: argparse.Namespace, flags: frozenset[str]) -> BuildPlan:
     return plan_for(tier, flags=flags, cuda=cuda, no_amx_supported=no_amx, custom_args=custom)
 
 
+CRASHED = "selftest-crashed.json"
+
+
+def crashed_here(plan: BuildPlan, compiler: str) -> str | None:
+    """How ``plan``'s build died in an earlier self-test on this machine, if it did."""
+    try:
+        data = json.loads((cache_dir() / plan.key(compiler) / CRASHED).read_text())
+    except (OSError, ValueError):
+        return None
+    return str(data.get("error", "crashed")) if isinstance(data, dict) else "crashed"
+
+
+def mark_crashed(key: str, result: dict[str, Any]) -> None:
+    """Remember that the build ``key`` died in its self-test, so a re-run skips its tier."""
+    folder = cache_dir() / key
+    if folder.is_dir():
+        (folder / CRASHED).write_text(json.dumps({"error": result.get("error", "")}))
+
+
 def _install(args: argparse.Namespace) -> int:
     flags = cpu_flags()
+    compiler = compiler_version()
     plan = _current_plan(args, flags)
+    if args.rebuild:
+        shutil.rmtree(cache_dir() / plan.key(compiler), ignore_errors=True)
+    elif plan.tier != "custom":
+        tiers = tiers_for(flags)
+        later = tiers[tiers.index(plan.tier) + 1 :] if plan.tier in tiers else []
+        while (why := crashed_here(plan, compiler)) is not None and later:
+            following = plan_for(
+                later.pop(0), flags=flags, cuda=plan.cuda, no_amx_supported=bool(plan.cflags)
+            )
+            _say(
+                f"the {plan.tier} build {why} in its self-test on this CPU before: using"
+                f" tier {following.tier} ({following.describe()}); --rebuild-engine tries again"
+            )
+            plan = following
     current = record.load()
-    if (
-        current is not None
-        and not args.rebuild
-        and current.get("key") == plan.key(compiler_version())
-    ):
+    if current is not None and not args.rebuild and current.get("key") == plan.key(compiler):
         _say(f"llama.cpp is installed {plan.describe()} (tier {plan.tier}); nothing to do")
         return 0
-    if args.rebuild:
-        shutil.rmtree(cache_dir() / plan.key(compiler_version()), ignore_errors=True)
     build_and_install(plan, python=args.python)
     _say(f"installed llama.cpp {plan.describe()}")
     return 0
@@ -375,15 +403,18 @@ def ensure_selftest(
     next_plans: Sequence[BuildPlan],
     selftest: Selftest,
     install: Installer,
+    crashed: Callable[[str, dict[str, Any]], None] = lambda tier, result: None,
 ) -> dict[str, Any]:
     """Self-test the installed engine; while it dies by a signal, install the next plan (a
-    more portable tier) and test again. Returns the last self-test result."""
+    more portable tier) and test again. Returns the last self-test result. ``crashed`` hears
+    of every tier that died (to remember it)."""
     tier = current_tier
     remaining = list(next_plans)
     while True:
         result = selftest(tier)
         if result.get("ok") or "signal" not in result:
             return result
+        crashed(tier, result)
         if not remaining:
             _say(f"the {tier} build {result['error']} in its self-test, and no tier is left")
             return result
@@ -416,6 +447,7 @@ def _selftest(args: argparse.Namespace) -> int:
         next_plans=plans,
         selftest=lambda t: run_selftest(python=args.python, model=args.model, tier=t),
         install=lambda plan: build_and_install(plan, python=args.python),
+        crashed=lambda _tier, result: mark_crashed(str((record.load() or {}).get("key")), result),
     )
     data = record.load()
     if data is not None:

@@ -14,6 +14,7 @@ import pytest
 
 from corral.engine import build, record
 from corral.engine.build import NO_AMX, BuildPlan, ensure_selftest, plan_for, tiers_for
+from corral.engine.features import cpu_flags
 from corral.engine.selftest import run_selftest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,3 +163,31 @@ def test_no_tier_left_reports_the_failure(monkeypatch: pytest.MonkeyPatch) -> No
         install=lambda plan: {},
     )
     assert result == {**result, "ok": False, "signal": "SIGILL"}
+
+
+@x86
+def test_a_tier_that_crashed_here_is_skipped_on_the_next_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CORRAL_ENGINE_CACHE", str(tmp_path))
+    monkeypatch.delenv("CMAKE_ARGS", raising=False)
+    monkeypatch.setenv("CORRAL_CPU_ONLY", "1")
+    monkeypatch.setenv("CORRAL_ENGINE_RECORD", str(tmp_path / "engine.json"))
+    flags = cpu_flags()
+    if "avx2" not in flags:
+        pytest.skip("this CPU has no AVX2 tier")
+    compiler = build.compiler_version()
+    native = plan_for("native", flags=flags, no_amx_supported=build.compiler_accepts(NO_AMX))
+    (tmp_path / native.key(compiler)).mkdir()
+    assert build.crashed_here(native, compiler) is None
+    build.mark_crashed(native.key(compiler), {"error": "killed by signal 4 (SIGILL)"})
+    assert build.crashed_here(native, compiler) == "killed by signal 4 (SIGILL)"
+    installed: list[BuildPlan] = []
+    monkeypatch.setattr(build, "build_and_install", lambda plan, python: installed.append(plan))
+    assert build.main(["install"]) == 0
+    assert [plan.tier for plan in installed] == ["avx2"]
+    err = capsys.readouterr().err
+    assert "the native build killed by signal 4 (SIGILL) in its self-test on this CPU" in err
+    assert build.main(["install", "--rebuild"]) == 0  # tries native again, marker gone
+    assert [plan.tier for plan in installed] == ["avx2", "native"]
+    assert build.crashed_here(native, compiler) is None
