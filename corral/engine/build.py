@@ -248,7 +248,8 @@ def build_wheel(plan: BuildPlan, *, python: str, compiler: str) -> Path:
     folder = cache_dir() / key
     wheels = sorted(folder.glob("llama_cpp_python-*.whl"))
     if wheels:
-        _say(f"reusing the build made for this CPU ({key}, {folder})")
+        made = "made for this CPU" if plan.tier == "native" else "compiled before"
+        _say(f"reusing the build {made} ({key}, {folder})")
         return wheels[-1]
     folder.parent.mkdir(parents=True, exist_ok=True)
     cores = os.cpu_count() or 2
