@@ -30,7 +30,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from corral.runner.client import RunnerClient, RunnerConfig  # noqa: E402
+from corral.runner.client import RunnerClient  # noqa: E402
+from corral.runner.settings import LoadSettings  # noqa: E402
 
 BATCHES = (1, 32, 256)
 SUBJECTS = ["The old lighthouse", "A quiet library", "Our new database", "The mountain train"]
@@ -109,7 +110,7 @@ def bench_server(seconds: float) -> tuple[dict[int, float], str]:
 
 def bench_runner(model_path: str, seconds: float) -> dict[int, float]:
     async def run() -> dict[int, float]:
-        config = RunnerConfig(model_path=model_path, num_ctx=512)
+        config = LoadSettings(model_path=model_path, num_ctx=512)
         runner = await RunnerClient.start(config, load_timeout=120)
         try:
             results = {}

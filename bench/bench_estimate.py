@@ -23,8 +23,9 @@ import sys
 from pathlib import Path
 
 from corral.config import Settings
-from corral.estimate import LoadRequest, estimate
-from corral.runner.client import RunnerClient, RunnerConfig
+from corral.estimate import estimate
+from corral.runner.client import RunnerClient
+from corral.runner.settings import LoadSettings
 from corral.store import ModelStore
 from corral.store.manifest import MEDIA_TYPE_MODEL
 from corral.store.names import Name
@@ -49,7 +50,7 @@ def _model_path(store: ModelStore, name: str) -> str:
 
 
 async def _measure(path: str, num_ctx: int, parallel: int, fill: bool) -> tuple[int, int]:
-    config = RunnerConfig(model_path=path, num_ctx=num_ctx, num_parallel=parallel, num_thread=2)
+    config = LoadSettings(model_path=path, num_ctx=num_ctx, num_parallel=parallel, num_thread=2)
     runner = await RunnerClient.start(config, load_timeout=300)
     try:
         await asyncio.sleep(0.5)
@@ -85,9 +86,8 @@ async def main() -> None:
         path = _model_path(store, name)
         for num_ctx in args.ctx:
             for parallel in args.parallel:
-                predicted = estimate(
-                    path, LoadRequest(num_ctx=num_ctx, num_parallel=parallel), ()
-                ).ram_bytes
+                settings = LoadSettings(path, num_ctx=num_ctx, num_parallel=parallel)
+                predicted = estimate(settings, ()).ram_bytes
                 after_load, peak = await _measure(path, num_ctx, parallel, not args.no_fill)
                 error = (predicted - peak) / peak
                 errors.append(abs(error))

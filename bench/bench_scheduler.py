@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from corral.api.options import Options  # noqa: E402
 from corral.config import Settings  # noqa: E402
 from corral.estimate import Estimate  # noqa: E402
-from corral.runner.client import RunnerConfig  # noqa: E402
+from corral.runner.settings import LoadSettings  # noqa: E402
 from corral.scheduler import ModelSpec, RunnerLike, Scheduler  # noqa: E402
 
 MODELS = ("smollm2:135m", "gemma3:270m")
@@ -44,7 +44,7 @@ MODELS = ("smollm2:135m", "gemma3:270m")
 class _Fake:
     """A runner that is always there: only the scheduler's own bookkeeping is timed."""
 
-    def __init__(self, config: RunnerConfig) -> None:
+    def __init__(self, config: LoadSettings) -> None:
         self.config = config
         self._stopped = asyncio.Event()
 
@@ -65,7 +65,7 @@ class _Fake:
 
 
 async def overhead(iterations: int = 20000) -> float:
-    async def factory(config: RunnerConfig) -> RunnerLike:
+    async def factory(config: LoadSettings) -> RunnerLike:
         return cast(RunnerLike, _Fake(config))
 
     scheduler = Scheduler(

@@ -1,12 +1,14 @@
 """Every environment variable corral reads, read once into a frozen ``Settings``.
 
-Ollama's names and defaults (``envconfig/config.go``), so an existing setup keeps working.
+Ollama's names and defaults (``envconfig/config.go``), so an existing setup keeps working;
+what Ollama has no setting for is ``CORRAL_*`` (the API key, TLS, the shutdown timeout).
 A bad value never stops the server: it logs a warning and falls back to the default, as
 Ollama does. ``Settings.describe()`` feeds ``corral serve --help`` and the startup log.
 
 Durations follow Ollama's rules: in a variable a whole number is seconds, otherwise a Go
-duration string (``"5m"``, ``"1h30m"``, ``"-1s"``); in the API (``parse_duration``) a JSON
-number is seconds and a string must be a Go duration; any negative duration means "forever".
+duration string (``"5m"``, ``"1h30m"``, ``"-1s"``); any negative duration means "forever".
+``parse_go_duration`` is Go's grammar, shared with the API's stricter ``keep_alive``
+(``corral.api.types.parse_duration``, which imports it: ``api -> config``, never back).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ __all__ = [
     "FOREVER",
     "VARIABLES",
     "Settings",
-    "parse_duration",
     "parse_go_duration",
     "parse_host",
 ]
@@ -49,29 +50,6 @@ _UNIT_SECONDS = {
 }
 #: Go's time.Duration is int64 nanoseconds; a longer duration is an error there
 _MAX_DURATION_SECONDS = (2**63 - 1) / 1e9
-
-
-def parse_duration(value: str | float | int) -> float:
-    """Seconds from an API ``keep_alive``: a JSON number of seconds or a Go duration string.
-
-    Strict as Ollama's ``Duration.UnmarshalJSON``: a string must be a Go duration, so
-    ``"10"`` is refused (``time: missing unit in duration "10"``) although ``10`` is ten
-    seconds. Negative → ``FOREVER``. Raises ``ValueError`` with Go's wording, which the API
-    layer turns into a 400. Environment variables use the lenient ``_Reader.duration``.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"Unsupported type: '{type(value).__name__}'")
-    if isinstance(value, int | float):
-        if isinstance(value, float) and math.isnan(value):
-            raise ValueError('time: invalid duration "NaN"')
-        if value < 0:
-            return FOREVER
-        try:
-            return float(value)
-        except OverflowError:  # an integer beyond float range: as long as forever
-            return FOREVER
-    seconds = parse_go_duration(value)
-    return FOREVER if seconds < 0 else seconds
 
 
 def parse_go_duration(text: str) -> float:
@@ -199,6 +177,10 @@ class Settings:
     kv_cache_type: str = "f16"
     context_length: int = 4096
     num_thread: int = 0  # 0 = runner decides (physical cores)
+    api_key: str = field(default="", repr=False)  # "" = no key asked (never logged)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    shutdown_timeout_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -228,6 +210,10 @@ class Settings:
             kv_cache_type=reader.choice("OLLAMA_KV_CACHE_TYPE", "f16", ("f16", "q8_0", "q4_0")),
             context_length=reader.integer("OLLAMA_CONTEXT_LENGTH", 4096, minimum=0) or 4096,
             num_thread=reader.integer("OLLAMA_NUM_THREAD", 0, minimum=0),
+            api_key=source.get("CORRAL_API_KEY", "").strip(),
+            tls_cert=reader.path("CORRAL_TLS_CERT"),
+            tls_key=reader.path("CORRAL_TLS_KEY"),
+            shutdown_timeout_seconds=reader.duration("CORRAL_SHUTDOWN_TIMEOUT", 2.0),
         )
 
     def describe(self) -> dict[str, str]:
@@ -235,8 +221,12 @@ class Settings:
         values: dict[str, str] = {}
         for spec in VARIABLES:
             value = getattr(self, spec.attribute)
-            if isinstance(value, HostPort):
+            if spec.attribute == "api_key":
+                value = "(set)" if value else ""  # the key itself is never shown or logged
+            elif isinstance(value, HostPort):
                 value = value.url
+            elif value is None:
+                value = ""
             elif isinstance(value, tuple):
                 value = ",".join(value)
             values[spec.name] = str(value)
@@ -275,6 +265,10 @@ class _Reader:
             logger.warning("invalid %s=%r, using default %d", name, raw, default)
             return default
         return value
+
+    def path(self, name: str) -> Path | None:
+        raw = self._raw(name)
+        return Path(raw).expanduser() if raw is not None else None
 
     def boolean(self, name: str) -> bool:
         raw = self._raw(name)
@@ -359,4 +353,15 @@ VARIABLES: tuple[VariableSpec, ...] = (
     VariableSpec("OLLAMA_KV_CACHE_TYPE", "kv_cache_type", "f16", "KV cache type: f16/q8_0/q4_0"),
     VariableSpec("OLLAMA_CONTEXT_LENGTH", "context_length", "4096", "Default context length"),
     VariableSpec("OLLAMA_NUM_THREAD", "num_thread", "0 (auto)", "Threads per runner"),
+    VariableSpec(
+        "CORRAL_API_KEY", "api_key", "", "Key every request but / must send (Bearer/x-api-key)"
+    ),
+    VariableSpec("CORRAL_TLS_CERT", "tls_cert", "", "TLS certificate file (PEM): serve HTTPS"),
+    VariableSpec("CORRAL_TLS_KEY", "tls_key", "", "TLS private key file (PEM)"),
+    VariableSpec(
+        "CORRAL_SHUTDOWN_TIMEOUT",
+        "shutdown_timeout_seconds",
+        "2s",
+        "Most time from SIGTERM to exit (open streams end)",
+    ),
 )

@@ -1,4 +1,7 @@
-"""How much memory a model takes with given load options, and which layers go to which GPU.
+"""How much memory a model takes with given load settings, and which layers go to which GPU.
+
+The settings are the runner's own record (``corral.runner.settings.LoadSettings``), as the
+scheduler built it: the estimate sizes exactly what the runner will load.
 
 The terms follow what llama.cpp allocates (read off its load log for the bundled models):
 - **weights**: every tensor's bytes from the GGUF. The repeating layers (``blk.N.*``) and the
@@ -41,11 +44,11 @@ from dataclasses import dataclass, field, replace
 
 from corral.gguf import GGUFInfo, read_gguf
 from corral.hardware import CpuInfo, GpuInfo, SystemInfo
+from corral.runner.settings import LoadSettings
 
 __all__ = [
     "RUNNER_OVERHEAD_BYTES",
     "Estimate",
-    "LoadRequest",
     "ModelLayout",
     "auto_parallel",
     "estimate",
@@ -66,21 +69,6 @@ _REPACKED_TYPES = frozenset({"Q4_0", "Q4_K", "IQ4_NL"})
 _SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "cohere2": 4, "gemma3n": 5}
 _KV_PAD = 256
 _LAYER = re.compile(r"^blk\.(\d+)\.")
-
-
-@dataclass(frozen=True, slots=True)
-class LoadRequest:
-    """The load-time options an estimate depends on (``num_ctx`` is per slot)."""
-
-    num_ctx: int = 4096
-    num_parallel: int = 1
-    num_batch: int = 512
-    num_gpu: int = -1  # GPU layers wanted: -1 as many as fit, 0 none
-    kv_cache_type: str = "f16"
-    #: None is llama.cpp's auto, which turns it on for the CPU and GPUs this build targets
-    flash_attention: bool | None = False
-    embedding: bool = False
-    spread: bool = False  # OLLAMA_SCHED_SPREAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,35 +219,35 @@ def _vocab_size(info: GGUFInfo) -> int:
 # ---- the arithmetic ------------------------------------------------------------------
 
 
-def _cells(request: LoadRequest) -> int:
+def _cells(settings: LoadSettings) -> int:
     """KV cells of one slot (llama.cpp pads each stream to 256)."""
-    return math.ceil(max(request.num_ctx, 1) / _KV_PAD) * _KV_PAD
+    return math.ceil(settings.num_ctx / _KV_PAD) * _KV_PAD
 
 
-def _kv_layer_bytes(layout: ModelLayout, request: LoadRequest) -> list[int]:
-    if request.embedding and not layout.kv_elements_per_cell:
+def _kv_layer_bytes(layout: ModelLayout, settings: LoadSettings) -> list[int]:
+    if settings.embedding and not layout.kv_elements_per_cell:
         return []
-    per_element = _KV_BYTES.get(request.kv_cache_type, 2.0)
-    cells = _cells(request) * max(request.num_parallel, 1)
+    per_element = _KV_BYTES.get(settings.kv_cache_type, 2.0)
+    cells = _cells(settings) * max(settings.num_parallel, 1)
     return [int(elements * cells * per_element) for elements in layout.kv_elements_per_cell]
 
 
-def _attention_graph(layout: ModelLayout, request: LoadRequest, *, on_cpu: bool) -> int:
+def _attention_graph(layout: ModelLayout, settings: LoadSettings, *, on_cpu: bool) -> int:
     """One chunk's attention against a full slot (the scores and their mask in f32), plus,
     on the CPU, the f16 copy of the scores its matmul works from (outside the graph)."""
-    batch = min(max(request.num_batch, 1), _cells(request))
+    batch = min(settings.num_batch, _cells(settings))
     activations = 4 * batch * (3 * layout.n_embd + layout.n_ff)
-    if request.flash_attention is not False:
-        return activations + 2 * batch * _cells(request)
+    if settings.flash_attention is not False:
+        return activations + 2 * batch * _cells(settings)
     per_cell = 4 * (layout.n_head + 1) + (2 * layout.n_head if on_cpu else 0)
-    return activations + batch * _cells(request) * per_cell
+    return activations + batch * _cells(settings) * per_cell
 
 
-def _logits_graph(layout: ModelLayout, request: LoadRequest, rows: int) -> int:
-    if request.embedding:
+def _logits_graph(layout: ModelLayout, settings: LoadSettings, rows: int) -> int:
+    if settings.embedding:
         return 4 * rows * layout.n_embd
     # the last hidden states beside the logits: one more of them without flash attention
-    hidden = 2 if request.flash_attention is not False else 3
+    hidden = 2 if settings.flash_attention is not False else 3
     return 4 * rows * (layout.n_vocab + hidden * layout.n_embd)
 
 
@@ -270,23 +258,26 @@ def _cpu_repacks(cpu: CpuInfo | None) -> bool:
 
 
 def estimate(
-    path_or_layout: str | ModelLayout,
-    request: LoadRequest,
+    settings: LoadSettings,
     gpus: Sequence[GpuInfo],
     cpu: CpuInfo | None = None,
+    *,
+    spread: bool = False,
 ) -> Estimate:
-    """Place the model's layers on ``gpus`` (their free memory as given) and the CPU."""
-    layout = model_layout(path_or_layout) if isinstance(path_or_layout, str) else path_or_layout
-    kv_layers = _kv_layer_bytes(layout, request)
+    """Place the layers of the model at ``settings.model_path``, loaded with ``settings``,
+    on ``gpus`` (their free memory as given) and the CPU; ``spread`` is
+    ``OLLAMA_SCHED_SPREAD`` (every GPU with room, even when one would do)."""
+    layout = model_layout(settings.model_path)
+    kv_layers = _kv_layer_bytes(layout, settings)
     layers = layout.block_count + 1
-    batch = min(max(request.num_batch, 1), _cells(request))
-    attention = _attention_graph(layout, request, on_cpu=True)
+    batch = min(settings.num_batch, _cells(settings))
+    attention = _attention_graph(layout, settings, on_cpu=True)
     # what llama.cpp reserves for its compute graph, allocated whole on a GPU
     gpu_graph = max(
-        _attention_graph(layout, request, on_cpu=False), _logits_graph(layout, request, batch)
+        _attention_graph(layout, settings, on_cpu=False), _logits_graph(layout, settings, batch)
     )
-    wanted = layers if request.num_gpu < 0 else min(request.num_gpu, layers)
-    placement = _place(layout, kv_layers, gpus, gpu_graph, wanted, request.spread)
+    wanted = layers if settings.num_gpu < 0 else min(settings.num_gpu, layers)
+    placement = _place(layout, kv_layers, gpus, gpu_graph, wanted, spread)
     on_gpu = sum(placement.counts)
     offloaded = _offloaded_layers(layout.block_count, on_gpu)
     cpu_layer_weights = sum(b for i, b in enumerate(layout.layer_bytes) if i not in offloaded)
@@ -307,7 +298,7 @@ def estimate(
     # The CPU computes what stays on it: a chunk's attention while any layer is here, and
     # the logit rows of one decode step (one per slot) while the output layer is.
     cpu_graph = (attention if on_gpu < layout.block_count else 0) + (
-        _logits_graph(layout, request, max(request.num_parallel, 1)) if output_on_cpu else 0
+        _logits_graph(layout, settings, max(settings.num_parallel, 1)) if output_on_cpu else 0
     )
     vocab = _VOCAB_BYTES_PER_TOKEN * layout.n_vocab
     ram = RUNNER_OVERHEAD_BYTES + vocab + cpu_weights + cpu_kv + cpu_graph
@@ -406,11 +397,11 @@ def fits(plan: Estimate, system: SystemInfo, *, wanted_gpu_layers: int = -1) -> 
     return plan.fully_offloaded
 
 
-def auto_parallel(layout: str | ModelLayout, request: LoadRequest, system: SystemInfo) -> int:
+def auto_parallel(settings: LoadSettings, system: SystemInfo, *, spread: bool = False) -> int:
     """Ollama's rule: 4 parallel requests where memory allows it (with a fifth to spare),
     else 1."""
-    four = estimate(layout, replace(request, num_parallel=4), system.gpus, system.cpu)
+    four = estimate(replace(settings, num_parallel=4), system.gpus, system.cpu, spread=spread)
     roomy = replace(
         system, memory=replace(system.memory, free_bytes=int(system.memory.free_bytes * 0.8))
     )
-    return 4 if fits(four, roomy, wanted_gpu_layers=request.num_gpu) else 1
+    return 4 if fits(four, roomy, wanted_gpu_layers=settings.num_gpu) else 1

@@ -18,7 +18,6 @@ from corral.errors import CatalogError
 from corral.estimate import (
     RUNNER_OVERHEAD_BYTES,
     Estimate,
-    LoadRequest,
     auto_parallel,
     estimate,
     fits,
@@ -27,6 +26,7 @@ from corral.estimate import (
 )
 from corral.gguf import read_gguf
 from corral.hardware import MINIMUM_GPU_BYTES, CpuInfo, GpuInfo, SystemInfo, SystemMemory
+from corral.runner.settings import LoadSettings
 from corral.store import ModelStore
 from corral.store.names import Name
 
@@ -128,15 +128,15 @@ def test_tied_embeddings_stand_in_for_the_output_layer(tmp_path: Path) -> None:
 
 def test_kv_cache_is_padded_per_slot_and_typed(tiny: str) -> None:
     per_cell = BLOCKS * KV_HEADS * 2 * HEAD_DIM
-    plan = estimate(tiny, LoadRequest(num_ctx=300, num_parallel=2), (), CPU)
+    plan = estimate(LoadSettings(tiny, num_ctx=300, num_parallel=2), (), CPU)
     assert plan.kv_bytes == per_cell * 512 * 2 * 2  # 300 -> 512 cells, 2 slots, f16
-    q8 = estimate(tiny, LoadRequest(num_ctx=512, kv_cache_type="q8_0"), (), CPU)
+    q8 = estimate(LoadSettings(tiny, num_ctx=512, kv_cache_type="q8_0"), (), CPU)
     assert q8.kv_bytes == int(per_cell * 512 * 34 / 32)
 
 
 def test_cpu_estimate_adds_up(tiny: str) -> None:
-    request = LoadRequest(num_ctx=512, num_parallel=1, num_batch=512, flash_attention=False)
-    plan = estimate(tiny, request, (), CPU)
+    request = LoadSettings(tiny, num_ctx=512, num_parallel=1, num_batch=512, flash_attention=False)
+    plan = estimate(request, (), CPU)
     assert plan.gpu_layers == 0 and plan.vram_bytes == 0 and plan.layers == BLOCKS + 1
     scores = 512 * 512 * (4 * (HEADS + 1) + 2 * HEADS)
     activations = 4 * 512 * (3 * EMBD + FF)
@@ -156,72 +156,70 @@ def test_cpu_estimate_adds_up(tiny: str) -> None:
 
 def test_estimates_grow_with_context_and_slots(tiny: str) -> None:
     sizes = [
-        estimate(tiny, LoadRequest(num_ctx=ctx, num_parallel=par), (), CPU).ram_bytes
+        estimate(LoadSettings(tiny, num_ctx=ctx, num_parallel=par), (), CPU).ram_bytes
         for ctx, par in ((512, 1), (2048, 1), (2048, 4))
     ]
     assert sizes == sorted(sizes) and len(set(sizes)) == 3
 
 
 def test_flash_attention_needs_less_graph(tiny: str) -> None:
-    plain = estimate(tiny, LoadRequest(num_ctx=4096, flash_attention=False), (), CPU)
-    flash = estimate(tiny, LoadRequest(num_ctx=4096, flash_attention=True), (), CPU)
+    plain = estimate(LoadSettings(tiny, num_ctx=4096, flash_attention=False), (), CPU)
+    flash = estimate(LoadSettings(tiny, num_ctx=4096, flash_attention=True), (), CPU)
     assert flash.ram_bytes < plain.ram_bytes
 
 
 # ---- placement ---------------------------------------------------------------------------
 
 
-def room(tiny: str, request: LoadRequest, share: float) -> float:
+def room(request: LoadSettings, share: float) -> float:
     """MiB of GPU room for the compute graph and ``share`` of every layer (output included)."""
-    plan = estimate(tiny, request, (gpu(0, 100_000),), CPU)
+    plan = estimate(request, (gpu(0, 100_000),), CPU)
     assert plan.fully_offloaded
     layers = plan.vram_bytes - MINIMUM_GPU_BYTES - plan.graph_bytes
     return (plan.graph_bytes + share * layers) / MiB
 
 
 def test_a_gpu_with_room_takes_every_layer(tiny: str) -> None:
-    request = LoadRequest(num_ctx=512)
-    plan = estimate(tiny, request, (gpu(0, 100_000),), CPU)
+    request = LoadSettings(tiny, num_ctx=512)
+    plan = estimate(request, (gpu(0, 100_000),), CPU)
     assert plan.gpu_layers == BLOCKS + 1 and plan.fully_offloaded
     assert plan.gpu_ids == ("GPU-0",) and plan.tensor_split == (BLOCKS + 1,)
-    cpu_only = estimate(tiny, request, (), CPU)
+    cpu_only = estimate(request, (), CPU)
     # weights and KV left system memory; only token_embd, the runner and a few logits stay
     assert plan.ram_bytes < cpu_only.ram_bytes - BLOCKS * LAYER_BYTES - cpu_only.kv_bytes // 2
     assert plan.vram_bytes > BLOCKS * LAYER_BYTES + MINIMUM_GPU_BYTES
 
 
 def test_a_small_gpu_takes_the_last_layers_only(tiny: str) -> None:
-    request = LoadRequest(num_ctx=512)
-    graph = estimate(tiny, request, (), CPU).graph_bytes
-    kv_layer = estimate(tiny, request, (), CPU).kv_bytes // BLOCKS
+    request = LoadSettings(tiny, num_ctx=512)
+    graph = estimate(request, (), CPU).graph_bytes
+    kv_layer = estimate(request, (), CPU).kv_bytes // BLOCKS
     room = graph + 2.5 * (LAYER_BYTES + kv_layer)  # two layers fit, not three
-    plan = estimate(tiny, request, (gpu(0, room / MiB),), CPU)
+    plan = estimate(request, (gpu(0, room / MiB),), CPU)
     assert plan.gpu_layers == 2 and not plan.fully_offloaded
-    cpu_only = estimate(tiny, request, (), CPU)
+    cpu_only = estimate(request, (), CPU)
     assert cpu_only.ram_bytes - plan.ram_bytes == 2 * (LAYER_BYTES + kv_layer)
 
 
 def test_a_gpu_without_room_for_the_graph_is_skipped(tiny: str) -> None:
-    plan = estimate(tiny, LoadRequest(num_ctx=512), (gpu(0, 0.01),), CPU)
+    plan = estimate(LoadSettings(tiny, num_ctx=512), (gpu(0, 0.01),), CPU)
     assert plan.gpu_layers == 0 and plan.gpu_ids == ()
     assert plan.notes and "GPU-0 skipped" in plan.notes[0]
 
 
 def test_a_model_that_fits_one_gpu_goes_to_the_roomiest(tiny: str) -> None:
-    request = LoadRequest(num_ctx=512)
-    plan = estimate(
-        tiny, request, (gpu(0, room(tiny, request, 1.5)), gpu(1, room(tiny, request, 3)))
-    )
+    request = LoadSettings(tiny, num_ctx=512)
+    plan = estimate(request, (gpu(0, room(request, 1.5)), gpu(1, room(request, 3))))
     assert plan.gpu_ids == ("GPU-1",) and plan.tensor_split == (BLOCKS + 1,)
-    both = (gpu(0, room(tiny, request, 3)), gpu(1, room(tiny, request, 3)))
-    spread = estimate(tiny, replace(request, spread=True), both)
+    both = (gpu(0, room(request, 3)), gpu(1, room(request, 3)))
+    spread = estimate(request, both, spread=True)
     assert spread.gpu_ids == ("GPU-0", "GPU-1") and sum(spread.tensor_split) == BLOCKS + 1
 
 
 def test_a_model_too_big_for_one_gpu_is_split_across_two(tiny: str) -> None:
-    request = LoadRequest(num_ctx=512)
-    half = room(tiny, request, 0.7)
-    plan = estimate(tiny, request, (gpu(0, half), gpu(1, half)), CPU)
+    request = LoadSettings(tiny, num_ctx=512)
+    half = room(request, 0.7)
+    plan = estimate(request, (gpu(0, half), gpu(1, half)), CPU)
     assert plan.fully_offloaded
     assert plan.gpu_ids == ("GPU-0", "GPU-1")
     assert sorted(plan.tensor_split) == [2, 3]
@@ -230,12 +228,12 @@ def test_a_model_too_big_for_one_gpu_is_split_across_two(tiny: str) -> None:
 
 @pytest.mark.parametrize(("num_gpu", "expected"), [(0, 0), (1, 1), (3, 3), (99, BLOCKS + 1)])
 def test_num_gpu_caps_the_layers(tiny: str, num_gpu: int, expected: int) -> None:
-    plan = estimate(tiny, LoadRequest(num_ctx=512, num_gpu=num_gpu), (gpu(0, 100_000),), CPU)
+    plan = estimate(LoadSettings(tiny, num_ctx=512, num_gpu=num_gpu), (gpu(0, 100_000),), CPU)
     assert plan.gpu_layers == expected
 
 
 def test_placement_table_over_one_and_two_gpus(tiny: str) -> None:
-    request = LoadRequest(num_ctx=512)
+    request = LoadSettings(tiny, num_ctx=512)
     table = [
         # (free MiB of each GPU as a share of the whole model) -> layers on each GPU
         ((2.0,), (5,)),
@@ -245,8 +243,8 @@ def test_placement_table_over_one_and_two_gpus(tiny: str) -> None:
         ((0.6, 0.6), (3, 2)),
     ]
     for shares, split in table:
-        gpus = tuple(gpu(i, room(tiny, request, share)) for i, share in enumerate(shares))
-        plan = estimate(tiny, request, gpus, CPU)
+        gpus = tuple(gpu(i, room(request, share)) for i, share in enumerate(shares))
+        plan = estimate(request, gpus, CPU)
         assert tuple(sorted(plan.tensor_split, reverse=True)) == split, shares
 
 
@@ -266,10 +264,10 @@ def test_fits() -> None:
 
 
 def test_auto_parallel_follows_memory(tiny: str) -> None:
-    request = LoadRequest(num_ctx=2048)
-    assert auto_parallel(tiny, request, machine(free=64 * GiB)) == 4
-    one = estimate(tiny, request, (), CPU).ram_bytes
-    assert auto_parallel(tiny, request, machine(free=int(one * 1.1))) == 1
+    request = LoadSettings(tiny, num_ctx=2048)
+    assert auto_parallel(request, machine(free=64 * GiB)) == 4
+    one = estimate(request, (), CPU).ram_bytes
+    assert auto_parallel(request, machine(free=int(one * 1.1))) == 1
 
 
 # ---- the bundled models against llama.cpp ----------------------------------------------------
@@ -320,7 +318,7 @@ def test_kv_and_graph_match_what_llama_cpp_allocates(
     bundled_store: ModelStore, name: str, num_ctx: int, parallel: int
 ) -> None:
     path = bundled_path(bundled_store, name)
-    plan = estimate(path, LoadRequest(num_ctx=num_ctx, num_parallel=parallel), ())
+    plan = estimate(LoadSettings(path, num_ctx=num_ctx, num_parallel=parallel), ())
     kv_mib, compute_mib = _llama_cpp_buffers(path, num_ctx, parallel)
     assert plan.kv_bytes / MiB == pytest.approx(kv_mib, abs=0.01)
     # with flash attention (llama.cpp's auto) its allocator adds a few MiB at some sizes

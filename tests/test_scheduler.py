@@ -26,8 +26,9 @@ from corral.errors import (
 )
 from corral.estimate import Estimate
 from corral.hardware import CpuInfo, GpuInfo, SystemInfo, SystemMemory
-from corral.runner.client import RunnerConfig, RunnerEmbeddings
+from corral.runner.client import RunnerEmbeddings
 from corral.runner.events import CompletionEvent
+from corral.runner.settings import LoadSettings
 from corral.scheduler import LoadedModel, ModelSpec, RunnerLike, Scheduler
 
 DEADLINE_SECONDS = 2.0
@@ -36,7 +37,7 @@ DEADLINE_SECONDS = 2.0
 class FakeRunner:
     """A runner that only records what the scheduler asks of it."""
 
-    def __init__(self, config: RunnerConfig, pid: int) -> None:
+    def __init__(self, config: LoadSettings, pid: int) -> None:
         self.config = config
         self._pid = pid
         self._alive = True
@@ -97,7 +98,7 @@ class FakeFactory:
         self.gate: asyncio.Event | None = None
         self.fail: Exception | None = None
 
-    async def __call__(self, config: RunnerConfig) -> RunnerLike:
+    async def __call__(self, config: LoadSettings) -> RunnerLike:
         self.calls += 1
         if self.gate is not None:
             await self.gate.wait()
@@ -493,8 +494,14 @@ async def test_idle_runner_with_other_options_is_replaced_at_once(harness: Harne
 async def test_context_is_capped_at_the_training_length(harness: Harness) -> None:
     scheduler = harness.scheduler()
     spec = model("short", context_length=2048)
-    assert scheduler.runner_config(spec, options(num_ctx=8192)).num_ctx == 2048
-    assert scheduler.runner_config(spec, options(num_ctx=1024)).num_ctx == 1024
+    assert scheduler.load_settings(spec, options(num_ctx=8192)).num_ctx == 2048
+    assert scheduler.load_settings(spec, options(num_ctx=1024)).num_ctx == 1024
+
+
+@pytest.mark.parametrize(("num_ctx", "expected"), [(0, 4), (1, 4), (-5, 4), (4, 4), (5, 5)])
+async def test_context_has_a_floor_of_four(harness: Harness, num_ctx: int, expected: int) -> None:
+    scheduler = harness.scheduler()
+    assert scheduler.load_settings(A, Options.merged({"num_ctx": num_ctx})).num_ctx == expected
 
 
 # ---- eviction ---------------------------------------------------------------------------------
@@ -831,7 +838,7 @@ class FakeGpuMachine:
 def layered_estimator(layers: dict[str, int]) -> Any:
     """Each model has ``layers[path]`` layers of 100 MiB; as many as fit go to the GPU."""
 
-    def plan(config: RunnerConfig, system: SystemInfo) -> Estimate:
+    def plan(config: LoadSettings, system: SystemInfo) -> Estimate:
         total = layers[config.model_path]
         wanted = total if config.num_gpu < 0 else min(config.num_gpu, total)
         on_gpu = 0
@@ -945,7 +952,7 @@ async def test_num_gpu_zero_keeps_a_model_on_the_cpu(harness: Harness) -> None:
 # ---- automatic and unset load-time options ----------------------------------------------
 
 
-def slot_sized(per_model_gib: float, per_slot_gib: float) -> Callable[[RunnerConfig], int]:
+def slot_sized(per_model_gib: float, per_slot_gib: float) -> Callable[[LoadSettings], int]:
     """A model's memory: its weights plus a KV cache per parallel slot."""
     return lambda config: int((per_model_gib + per_slot_gib * config.num_parallel) * GIB)
 
@@ -954,7 +961,7 @@ class SlotMemory:
     """A CPU-only machine whose free memory shrinks by what each live fake runner's slots
     take, so how many slots fit depends on which other models are loaded."""
 
-    def __init__(self, factory: FakeFactory, total_gib: float, size: Callable[[RunnerConfig], int]):
+    def __init__(self, factory: FakeFactory, total_gib: float, size: Callable[[LoadSettings], int]):
         self.factory, self.total, self.size = factory, int(total_gib * GIB), size
 
     def __call__(self) -> SystemInfo:

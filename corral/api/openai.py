@@ -14,14 +14,14 @@ import secrets
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from corral.api.types import (
     ChatRequest,
     GenerateRequest,
+    KeepAlive,
     Message,
     check_top_logprobs,
-    keep_alive_seconds,
 )
 from corral.errors import BadRequestError
 
@@ -53,7 +53,7 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Body):
+class ChatCompletionRequest(_Body, KeepAlive):
     model: str = ""
     messages: list[dict[str, Any]] = Field(default_factory=list)
     stream: bool = False
@@ -76,16 +76,10 @@ class ChatCompletionRequest(_Body):
     reasoning: dict[str, Any] | None = None
     # Ollama's own, through extra_body
     options: dict[str, Any] | None = None
-    keep_alive: float | None = None
     think: bool | str | None = None
 
-    @field_validator("keep_alive", mode="before")
-    @classmethod
-    def _keep_alive(cls, value: Any) -> float | None:
-        return keep_alive_seconds(value)
 
-
-class CompletionRequest(_Body):
+class CompletionRequest(_Body, KeepAlive):
     model: str = ""
     prompt: str | list[Any] = ""
     suffix: str | None = None
@@ -103,26 +97,14 @@ class CompletionRequest(_Body):
     logprobs: int | None = None
     best_of: int | None = None
     options: dict[str, Any] | None = None
-    keep_alive: float | None = None
-
-    @field_validator("keep_alive", mode="before")
-    @classmethod
-    def _keep_alive(cls, value: Any) -> float | None:
-        return keep_alive_seconds(value)
 
 
-class EmbeddingRequest(_Body):
+class EmbeddingRequest(_Body, KeepAlive):
     model: str = ""
     input: Any = None
     encoding_format: str = "float"
     dimensions: int | None = None
     options: dict[str, Any] | None = None
-    keep_alive: float | None = None
-
-    @field_validator("keep_alive", mode="before")
-    @classmethod
-    def _keep_alive(cls, value: Any) -> float | None:
-        return keep_alive_seconds(value)
 
 
 # ---- requests → Ollama's ---------------------------------------------------------------

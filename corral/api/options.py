@@ -7,7 +7,7 @@ by it for every caller: a request's ``options`` (``validate_options``), a Modelf
 be of type integer``, ``invalid int value [x]``); in ``options`` integers given as floats are
 truncated and unknown keys are ignored with a warning. ``Options`` is the internal, typed
 result; load-time options (``RUNNER_OPTIONS``) decide whether a loaded runner can serve a
-request.
+request, and become the runner's ``LoadSettings`` in the scheduler, which clamps them.
 
 ``Options.given`` names the load-time options a layer actually set (the model's Modelfile
 ``PARAMETER``s or the request's ``options``). The others hold defaults, and a default is no
@@ -21,7 +21,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from corral.errors import InvalidOptionError
@@ -262,10 +262,9 @@ class Options:
                     values[key] = tuple(value) if key == "stop" else value
                     if key in RUNNER_OPTIONS:
                         given.add(key)
-        options = cls(**values, given=frozenset(given))
-        if options.num_ctx < 4:
-            options = replace(options, num_ctx=4)
-        return options
+        # values as given: the scheduler clamps the load-time ones where it builds a
+        # runner's LoadSettings, in one place
+        return cls(**values, given=frozenset(given))
 
     def is_set(self, name: str) -> bool:
         """Whether the load-time option ``name`` was set rather than left at its default."""

@@ -7,11 +7,12 @@ Responses are plain dicts built in ``server/`` (streamed chunk by chunk, cheaply
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from corral.config import parse_duration
+from corral.config import FOREVER, parse_go_duration
 
 __all__ = [
     "ChatRequest",
@@ -21,6 +22,7 @@ __all__ = [
     "EmbedRequest",
     "EmbeddingsRequest",
     "GenerateRequest",
+    "KeepAlive",
     "Message",
     "PullRequest",
     "PushRequest",
@@ -28,7 +30,32 @@ __all__ = [
     "ToolCall",
     "check_top_logprobs",
     "keep_alive_seconds",
+    "parse_duration",
 ]
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from an API ``keep_alive``: a JSON number of seconds or a Go duration string.
+
+    Strict as Ollama's ``Duration.UnmarshalJSON``: a string must be a Go duration, so
+    ``"10"`` is refused (``time: missing unit in duration "10"``) although ``10`` is ten
+    seconds. Negative → ``FOREVER``. Raises ``ValueError`` with Go's wording, which the API
+    layer turns into a 400. ``corral.config`` reads environment variables
+    (``OLLAMA_KEEP_ALIVE``) more leniently, with the same Go grammar (``parse_go_duration``).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"Unsupported type: '{type(value).__name__}'")
+    if isinstance(value, int | float):
+        if isinstance(value, float) and math.isnan(value):
+            raise ValueError('time: invalid duration "NaN"')
+        if value < 0:
+            return FOREVER
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond float range: as long as forever
+            return FOREVER
+    seconds = parse_go_duration(value)
+    return FOREVER if seconds < 0 else seconds
 
 
 def keep_alive_seconds(value: Any) -> float | None:
@@ -109,7 +136,12 @@ class Message(_Request):
         }
 
 
-class _KeepAlive(_Request):
+class KeepAlive(BaseModel):
+    """The ``keep_alive`` field of every request that holds a model, Ollama's and the other
+    dialects' alike: seconds, ``None`` when unset (``keep_alive_seconds``). A mixin: it
+    sets no model config, so each request keeps its own (Ollama's ignore unknown fields,
+    OpenAI's keep them)."""
+
     keep_alive: float | None = None
 
     @field_validator("keep_alive", mode="before")
@@ -135,7 +167,7 @@ class _Logprobs(_Request):
         return self.top_logprobs if self.logprobs else None
 
 
-class GenerateRequest(_KeepAlive, _Logprobs):
+class GenerateRequest(KeepAlive, _Logprobs):
     model: str = ""
     prompt: str = ""
     suffix: str = ""
@@ -155,7 +187,7 @@ class GenerateRequest(_KeepAlive, _Logprobs):
         return "" if value is None else value
 
 
-class ChatRequest(_KeepAlive, _Logprobs):
+class ChatRequest(KeepAlive, _Logprobs):
     model: str = ""
     messages: list[Message] = Field(default_factory=list)
     tools: list[dict[str, Any]] | None = None
@@ -171,7 +203,7 @@ class ChatRequest(_KeepAlive, _Logprobs):
         return [] if value is None else value
 
 
-class EmbedRequest(_KeepAlive):
+class EmbedRequest(_Request, KeepAlive):
     model: str = ""
     input: str | list[str] | None = None
     truncate: bool = True
@@ -179,7 +211,7 @@ class EmbedRequest(_KeepAlive):
     options: dict[str, Any] | None = None
 
 
-class EmbeddingsRequest(_KeepAlive):
+class EmbeddingsRequest(_Request, KeepAlive):
     model: str = ""
     prompt: str = ""
     options: dict[str, Any] | None = None

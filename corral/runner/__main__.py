@@ -1,4 +1,6 @@
-"""``python -m corral.runner``: one model, served on a loopback port (see ``server.py``)."""
+"""``python -m corral.runner``: one model, served on a loopback port (see ``server.py``).
+
+Its arguments are a ``LoadSettings`` (``corral.runner.settings``) and ``--port``."""
 
 from __future__ import annotations
 
@@ -15,37 +17,25 @@ import llama_cpp as llama
 
 from corral.engine.features import build_problem, compiled_features, cpu_flags
 from corral.runner.diagnose import ENGINE_UNUSABLE
-from corral.runner.engine import LLAMA_ERRORS, EngineConfig
+from corral.runner.engine import LLAMA_ERRORS
 from corral.runner.server import serve
+from corral.runner.settings import LoadSettings, add_arguments, from_namespace
 
 # ggml log levels: 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the last line
 _LEVEL_WARN = 3
 _LEVEL_ERROR = 4
 
 
-def _parse_args(argv: list[str]) -> argparse.Namespace:
+def _parse_args(argv: list[str]) -> tuple[LoadSettings, int]:
+    """The load settings (``LoadSettings.argv``'s arguments) and the port to bind."""
     parser = argparse.ArgumentParser(prog="python -m corral.runner")
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--ctx-size", type=int, default=4096, help="context per slot")
-    parser.add_argument("--parallel", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--n-gpu-layers", type=int, default=0)
-    parser.add_argument("--main-gpu", type=int, default=0)
-    parser.add_argument(
-        "--tensor-split", default="", help="layers (or fractions) per visible GPU, comma list"
-    )
-    parser.add_argument("--no-mmap", action="store_true")
-    parser.add_argument("--flash-attn", choices=("on", "off", "auto"), default="off")
-    parser.add_argument("--kv-cache-type", default="f16")
-    parser.add_argument("--embedding", action="store_true")
-    parser.add_argument(
-        "--lora", action="append", default=[], help="LoRA adapter GGUF (repeatable), scale 1.0"
-    )
-    parser.add_argument("--cpu-lock", default=None, help="file to lock around decode steps")
+    add_arguments(parser)
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--verbose", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        return from_namespace(args), args.port
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 _log_state = {"last_level": 0}
@@ -71,15 +61,6 @@ def _install_llama_log(verbose: bool) -> Any:
     return _callback  # the caller keeps it referenced: a collected callback crashes
 
 
-def _split(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise SystemExit(
-            f"error: --tensor-split must be numbers separated by commas: {text!r}"
-        ) from None
-
-
 def _engine_problem() -> str | None:
     """Why the installed llama.cpp cannot run on this CPU (instructions it lacks, or a path
     known to crash), checked before any kernel runs; ``CORRAL_ENGINE_UNCHECKED=1`` skips it."""
@@ -90,36 +71,20 @@ def _engine_problem() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    settings, port = _parse_args(sys.argv[1:] if argv is None else argv)
     problem = _engine_problem()
     if problem:
         sys.stderr.write(f"error: {problem}\n")
         return ENGINE_UNUSABLE
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if settings.verbose else logging.WARNING,
         stream=sys.stderr,
         format="runner %(levelname)s %(message)s",
     )
-    keep = _install_llama_log(args.verbose)
+    keep = _install_llama_log(settings.verbose)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    config = EngineConfig(
-        model_path=args.model,
-        n_ctx_per_slot=max(args.ctx_size, 4),
-        n_parallel=max(args.parallel, 1),
-        n_batch=max(args.batch_size, 1),
-        n_threads=args.threads,
-        n_gpu_layers=args.n_gpu_layers,
-        main_gpu=args.main_gpu,
-        tensor_split=_split(args.tensor_split),
-        use_mmap=not args.no_mmap,
-        flash_attention={"on": True, "off": False}.get(args.flash_attn),
-        kv_cache_type=args.kv_cache_type,
-        embedding=args.embedding,
-        cpu_lock_path=args.cpu_lock,
-        lora_paths=tuple(args.lora),
-    )
     try:
-        return asyncio.run(serve(config, port=args.port))
+        return asyncio.run(serve(settings, port=port))
     except KeyboardInterrupt:
         return 0
     finally:

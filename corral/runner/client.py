@@ -32,6 +32,7 @@ import numpy as np
 from corral.errors import BadRequestError, RunnerError
 from corral.runner.diagnose import ENGINE_UNUSABLE, OomCounter, explain
 from corral.runner.events import CompletionEvent
+from corral.runner.settings import LoadSettings
 
 __all__ = ["RunnerClient", "RunnerConfig", "RunnerEmbeddings"]
 
@@ -40,64 +41,8 @@ logger = logging.getLogger(__name__)
 _ERROR_MARKERS = ("error:", "error ", "CUDA error", "cudaMalloc failed", '"ERR"', "failed")
 
 
-@dataclass(frozen=True, slots=True)
-class RunnerConfig:
-    """How to start one runner; equal configs mean an equivalent runner."""
-
-    model_path: str
-    num_ctx: int = 4096
-    num_parallel: int = 1
-    num_batch: int = 512
-    num_thread: int = 0
-    num_gpu: int = -1  # GPU layers asked for (-1: as many as fit); what a reload compares
-    num_gpu_layers: int = 0  # GPU layers placed by the estimate
-    main_gpu: int = 0
-    gpu_ids: tuple[str, ...] = ()  # GPUs the runner may see (CUDA_VISIBLE_DEVICES)
-    tensor_split: tuple[int, ...] = ()  # layers on each of gpu_ids
-    use_mmap: bool = True
-    flash_attention: bool | None = False  # None: llama.cpp decides (auto)
-    kv_cache_type: str = "f16"
-    embedding: bool = False
-    verbose: bool = False
-    cpu_lock_path: str | None = None
-    adapters: tuple[str, ...] = ()  # LoRA blob paths, applied in order (compared for reuse)
-
-    def argv(self) -> list[str]:
-        args = [
-            sys.executable,
-            "-m",
-            "corral.runner",
-            "--model",
-            self.model_path,
-            "--ctx-size",
-            str(self.num_ctx),
-            "--parallel",
-            str(self.num_parallel),
-            "--batch-size",
-            str(self.num_batch),
-            "--threads",
-            str(self.num_thread),
-            "--n-gpu-layers",
-            str(self.num_gpu_layers),
-            "--main-gpu",
-            str(self.main_gpu),
-            "--kv-cache-type",
-            self.kv_cache_type,
-        ]
-        if self.tensor_split:
-            args += ["--tensor-split", ",".join(str(n) for n in self.tensor_split)]
-        if not self.use_mmap:
-            args.append("--no-mmap")
-        args += ["--flash-attn", {None: "auto", True: "on", False: "off"}[self.flash_attention]]
-        if self.embedding:
-            args.append("--embedding")
-        if self.verbose:
-            args.append("--verbose")
-        if self.cpu_lock_path:
-            args += ["--cpu-lock", self.cpu_lock_path]
-        for adapter in self.adapters:
-            args += ["--lora", adapter]
-        return args
+#: the record a runner is started with, under the name ``serve`` wires its factory with
+RunnerConfig = LoadSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +55,13 @@ class RunnerEmbeddings:
 
 
 class RunnerClient:
-    """One runner process. Create with ``await RunnerClient.start(config, timeout)``."""
+    """One runner process. Create with ``await RunnerClient.start(settings, timeout)``;
+    ``config`` is what it was loaded with."""
 
-    def __init__(self, config: RunnerConfig, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, config: LoadSettings, process: asyncio.subprocess.Process) -> None:
         self.config = config
         self.process = process
         self.port = 0
-        self.n_ctx_train = 0
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=50)
         self._stderr_task: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
@@ -124,7 +69,7 @@ class RunnerClient:
 
     @classmethod
     async def start(
-        cls, config: RunnerConfig, *, load_timeout: float, extra_env: dict[str, str] | None = None
+        cls, config: LoadSettings, *, load_timeout: float, extra_env: dict[str, str] | None = None
     ) -> RunnerClient:
         # OpenMP workers spin ~300k iterations after each step by default; spinning threads
         # of one runner steal the cores another runner decodes on (with the decode lock,
@@ -136,6 +81,9 @@ class RunnerClient:
         env.update(extra_env or {})
         try:
             process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "corral.runner",
                 *config.argv(),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -225,7 +173,6 @@ class RunnerClient:
             health = await self._health_once()
             status = health.get("status")
             if status == "ok":
-                self.n_ctx_train = int(health.get("n_ctx_train", 0))
                 return
             if status == "error":
                 await self._wait_exit(5.0)

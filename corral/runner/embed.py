@@ -77,18 +77,16 @@ class Embedder:
         self._batch: Any = None
         self._capacity = 0
         self.n_embd = 0
-        cpu_lock = engine.config.cpu_lock_path
+        cpu_lock = engine.settings.cpu_lock_path
         self._cpu_turn: contextlib.AbstractContextManager[object] = (
             _FileTurn(cpu_lock) if cpu_lock else contextlib.nullcontext()
         )
 
     @property
     def max_input_tokens(self) -> int:
-        """The longest input, in tokens: the runner's context, within the model's."""
-        limit = self.engine.config.n_ctx_per_slot
-        if self.engine.n_ctx_train:
-            limit = min(limit, self.engine.n_ctx_train)
-        return max(limit, 1)
+        """The longest input, in tokens: the runner's context per slot (which the scheduler
+        capped at the model's training length when it built the load settings)."""
+        return self.engine.settings.num_ctx
 
     # ---- public ----------------------------------------------------------------------
 
@@ -195,13 +193,13 @@ class Embedder:
         )
 
     def _new_context(self, model: Any, pooling: int) -> Any:
-        cfg = self.engine.config
+        cfg = self.engine.settings
         params = llama.llama_context_default_params()
         params.n_ctx = self._capacity
         params.n_batch = self._capacity
         params.n_ubatch = self._capacity  # an encoder needs each input whole in one ubatch
         params.n_seq_max = self.max_sequences
-        threads = cfg.n_threads or _default_threads()
+        threads = cfg.num_thread or _default_threads()
         params.n_threads = threads
         params.n_threads_batch = threads
         params.embeddings = True

@@ -13,7 +13,7 @@ used one) and only the rest of the prompt is evaluated: chat turns re-read only 
 Context full: the prompt is cut (first ``num_keep`` tokens kept, whole blocks dropped after
 them) and generation shifts the cache (drop half of what follows ``num_keep``), as Ollama.
 
-LoRA adapters (``lora_paths``) are loaded with the model and set on the context once; the
+LoRA adapters (``LoadSettings.adapters``) are loaded with the model and set on the context once; the
 decode loop does not see them. Logprobs are computed only for a task that asked
 (``Task.logprobs``), from a view of the sampled row's logits (``logprobs.py``).
 
@@ -40,9 +40,10 @@ import numpy as np
 
 from corral.runner.grammar import JSON_GRAMMAR
 from corral.runner.logprobs import token_logprobs
+from corral.runner.settings import LoadSettings
 from corral.runner.text import StopMatcher, Utf8Assembler
 
-__all__ = ["Engine", "EngineConfig", "LoadError", "Task"]
+__all__ = ["Engine", "LoadError", "Task"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,26 +62,6 @@ class LoadError(RuntimeError):
         specific = [line for line in LLAMA_ERRORS if "error loading model" in line]
         reason = (specific or [line for line in LLAMA_ERRORS if line.strip()] or [""])[-1]
         super().__init__(f"{message}: {reason.strip()}" if reason else message)
-
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    model_path: str
-    n_ctx_per_slot: int = 4096
-    n_parallel: int = 1
-    n_batch: int = 512
-    n_threads: int = 0
-    n_gpu_layers: int = 0
-    main_gpu: int = 0
-    tensor_split: tuple[float, ...] = ()
-    use_mmap: bool = True
-    flash_attention: bool | None = False  # None: auto
-    kv_cache_type: str = "f16"
-    embedding: bool = False
-    #: a file every CPU runner on this machine locks around each decode step (None: off)
-    cpu_lock_path: str | None = None
-    #: LoRA adapters (GGUF) applied at scale 1.0 to every context on the model, in order
-    lora_paths: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -139,8 +120,8 @@ _KV_TYPES = {"f16": llama.GGML_TYPE_F16, "q8_0": llama.GGML_TYPE_Q8_0, "q4_0": l
 class Engine:
     """Owns the model; ``start()`` loads it in the engine thread, ``submit()`` adds work."""
 
-    def __init__(self, config: EngineConfig) -> None:
-        self.config = config
+    def __init__(self, settings: LoadSettings) -> None:
+        self.settings = settings
         self._queue: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._model: Any = None
@@ -154,7 +135,9 @@ class Engine:
         self._waiting: list[Task] = []
         self._can_shift = False
         self._cpu_turn: contextlib.AbstractContextManager[object] = (
-            _FileTurn(config.cpu_lock_path) if config.cpu_lock_path else contextlib.nullcontext()
+            _FileTurn(settings.cpu_lock_path)
+            if settings.cpu_lock_path
+            else contextlib.nullcontext()
         )
         self.n_ctx_train = 0
         self.n_vocab = 0
@@ -164,10 +147,10 @@ class Engine:
 
     def load(self) -> None:
         """Load model and context in the calling thread; raises ``LoadError``."""
-        cfg = self.config
+        cfg = self.settings
         llama.llama_backend_init()
         model_params = llama.llama_model_default_params()
-        model_params.n_gpu_layers = cfg.n_gpu_layers
+        model_params.n_gpu_layers = cfg.num_gpu_layers
         model_params.main_gpu = cfg.main_gpu
         if cfg.tensor_split:
             # llama.cpp reads one float per device it may use; the array must outlive the load
@@ -186,11 +169,11 @@ class Engine:
         self.add_bos = bool(llama.llama_vocab_get_add_bos(self._vocab))
 
         ctx_params = llama.llama_context_default_params()
-        ctx_params.n_ctx = cfg.n_ctx_per_slot * cfg.n_parallel
-        ctx_params.n_batch = max(cfg.n_batch, 1)
-        ctx_params.n_ubatch = max(cfg.n_batch, 1)
-        ctx_params.n_seq_max = cfg.n_parallel
-        threads = cfg.n_threads or _default_threads()
+        ctx_params.n_ctx = cfg.num_ctx * cfg.num_parallel
+        ctx_params.n_batch = cfg.num_batch
+        ctx_params.n_ubatch = cfg.num_batch
+        ctx_params.n_seq_max = cfg.num_parallel
+        threads = cfg.num_thread or _default_threads()
         ctx_params.n_threads = threads
         ctx_params.n_threads_batch = threads
         ctx_params.flash_attn_type = {
@@ -217,16 +200,16 @@ class Engine:
         self.apply_adapters(ctx)
         self._memory = llama.llama_get_memory(ctx)
         self._can_shift = bool(llama.llama_memory_can_shift(self._memory))
-        self._batch = llama.llama_batch_init(max(cfg.n_batch, cfg.n_parallel), 0, 1)
-        self._slots = [_Slot(seq_id=i) for i in range(cfg.n_parallel)]
+        self._batch = llama.llama_batch_init(max(cfg.num_batch, cfg.num_parallel), 0, 1)
+        self._slots = [_Slot(seq_id=i) for i in range(cfg.num_parallel)]
 
     def _load_adapters(self) -> None:
-        """Load every LoRA of ``lora_paths``; a file llama.cpp refuses fails the load, named.
+        """Load every LoRA of ``adapters``; a file llama.cpp refuses fails the load, named.
 
         llama.cpp checks the adapter against the model (architecture, tensor names and
         shapes) and logs why it refused; ``LoadError`` adds that line to the message.
         """
-        for path in self.config.lora_paths:
+        for path in self.settings.adapters:
             adapter = llama.llama_adapter_lora_init(self._model, path.encode())
             if not adapter:
                 self._free_model()
@@ -385,7 +368,7 @@ class Engine:
 
     def _begin(self, slot: _Slot, task: Task) -> None:
         opts = task.options
-        n_ctx = self.config.n_ctx_per_slot
+        n_ctx = self.settings.num_ctx
         num_keep = _num_keep(int(opts.get("num_keep", 4)), len(task.tokens), n_ctx, self.add_bos)
         prompt = _truncate_prompt(task.tokens, n_ctx, num_keep)
         if not prompt:
@@ -426,7 +409,7 @@ class Engine:
         frequency = float(opts.get("frequency_penalty", 0.0))
         last_n = int(opts.get("repeat_last_n", 64))
         if last_n == -1:
-            last_n = self.config.n_ctx_per_slot
+            last_n = self.settings.num_ctx
         if last_n and (repeat_penalty != 1.0 or presence != 0.0 or frequency != 0.0):
             penalties = llama.llama_sampler_init_penalties(
                 self.n_vocab, last_n, repeat_penalty, frequency, presence
@@ -479,7 +462,7 @@ class Engine:
 
     def _step(self) -> None:
         batch = self._batch
-        capacity = max(self.config.n_batch, self.config.n_parallel)
+        capacity = max(self.settings.num_batch, self.settings.num_parallel)
         n = 0
         active: list[_Slot] = []
         for slot in self._slots:
@@ -490,7 +473,7 @@ class Engine:
                 self._release(slot)
                 continue
             if slot.pending_token is not None:
-                if slot.n_past >= self.config.n_ctx_per_slot and not self._shift(slot):
+                if slot.n_past >= self.settings.num_ctx and not self._shift(slot):
                     self._finish(slot, "length")
                     continue
                 _batch_add(batch, n, slot.pending_token, slot.n_past, slot.seq_id, True)

@@ -1,13 +1,16 @@
 """The runner process: a tiny HTTP/1.1 API on loopback in front of one ``Engine``.
 
-Started by ``RunnerClient`` as ``python -m corral.runner --model PATH ...``. It binds
-``127.0.0.1`` on a port the OS picks, prints ``{"port": N, "pid": P}`` on stdout so the
-parent knows where to connect, then loads the model while ``/health`` answers ``loading``.
+Started by ``RunnerClient`` as ``python -m corral.runner --model PATH ...`` (the arguments
+are a ``LoadSettings``, see ``settings.py``). It binds ``127.0.0.1`` on a port the OS picks,
+prints ``{"port": N, "pid": P}`` on stdout so the parent knows where to connect, then loads
+the model while ``/health`` answers ``loading``.
 
 Routes (JSON in, JSON or NDJSON out; every response closes its connection):
   GET  /health      {"status": "loading"|"ok"|"error", "error"?, "slots_busy", "n_ctx", ...}
-  POST /completion  {"prompt"|"tokens", "options", "format"?, "wrap"?, "return_tokens"?,
-                     "logprobs"?: top N 0-20}
+  POST /completion  {"prompt"|"tokens", "prompt_tokens"?, "options", "format"?, "wrap"?,
+                     "return_tokens"?, "logprobs"?: top N 0-20}; "prompt_tokens" are the
+                    prompt's tokens as /tokenize with add_special gave them (then "prompt"
+                    is not tokenized again, only kept for logs)
                     → NDJSON: {"content", "logprobs"?} ... {"done": true, "done_reason", stats...}
   POST /tokenize    {"content", "add_special"?} → {"tokens": [...]}
   POST /detokenize  {"tokens": [...]} → {"content": "..."} (control tokens rendered as text)
@@ -37,9 +40,10 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.runner.embed import Embedder, InputTooLongError
-from corral.runner.engine import GRAMMARS, Engine, EngineConfig, LoadError, Task
+from corral.runner.engine import GRAMMARS, Engine, LoadError, Task
 from corral.runner.grammar import SchemaError, schema_to_grammar
 from corral.runner.logprobs import MAX_TOP_LOGPROBS as MAX_TOP
+from corral.runner.settings import LoadSettings
 
 __all__ = ["RunnerServer", "serve"]
 
@@ -109,7 +113,11 @@ class RunnerServer:
             content = payload.get("content", "")
             if not isinstance(content, str):
                 raise HTTPError(400, "content must be a string")
-            tokens = self.engine.tokenize(content, add_special=bool(payload.get("add_special")))
+            # parse_special as for a completion's prompt, so that these tokens may come back
+            # as its prompt_tokens
+            tokens = self.engine.tokenize(
+                content, add_special=bool(payload.get("add_special")), parse_special=True
+            )
             await _send_json(writer, 200, {"tokens": tokens})
         elif path == "/detokenize":
             tokens = _token_list(payload.get("tokens"), self.engine.n_vocab)
@@ -125,11 +133,11 @@ class RunnerServer:
         if self.error:
             health["error"] = self.error
         if self.status == "ok":
-            cfg = self.engine.config
+            settings = self.engine.settings
             health.update(
                 slots_busy=self.engine.slots_busy,
-                n_parallel=cfg.n_parallel,
-                n_ctx=cfg.n_ctx_per_slot,
+                n_parallel=settings.num_parallel,
+                n_ctx=settings.num_ctx,
                 n_ctx_train=self.engine.n_ctx_train,
                 pid=os.getpid(),
             )
@@ -237,11 +245,16 @@ class RunnerServer:
         }
 
     def _prompt_tokens(self, payload: dict[str, Any]) -> list[int]:
+        """The prompt's tokens: ``tokens`` as given, else ``prompt_tokens`` (the server
+        tokenized ``prompt`` through ``/tokenize`` with ``add_special``, which is this same
+        tokenization, while fitting it to the context), else ``prompt`` tokenized here."""
         if "tokens" in payload:
             return _token_list(payload["tokens"], self.engine.n_vocab)
         prompt = payload.get("prompt", "")
         if not isinstance(prompt, str):
             raise HTTPError(400, "prompt must be a string")
+        if payload.get("prompt_tokens") is not None:
+            return _token_list(payload["prompt_tokens"], self.engine.n_vocab)
         return self.engine.tokenize(prompt, add_special=True, parse_special=True)
 
 
@@ -369,8 +382,8 @@ def _watch_parent(loop: asyncio.AbstractEventLoop, gone: asyncio.Event) -> None:
     threading.Thread(target=block, name="parent-watch", daemon=True).start()
 
 
-async def serve(config: EngineConfig, *, host: str = "127.0.0.1", port: int = 0) -> int:
-    engine = Engine(config)
+async def serve(settings: LoadSettings, *, host: str = "127.0.0.1", port: int = 0) -> int:
+    engine = Engine(settings)
     server = RunnerServer(engine)
     http = await asyncio.start_server(server.handle, host, port, limit=1 << 20)
     bound = http.sockets[0].getsockname()[1]

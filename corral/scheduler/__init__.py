@@ -41,6 +41,7 @@ needs of a runner (``RunnerProcess``) and what handlers may call on one (``Runne
 
 from corral.scheduler.clock import Clock, SystemClock
 from corral.scheduler.core import Scheduler
+from corral.scheduler.decisions import unloads_when_idle
 from corral.scheduler.entries import LoadedModel, ModelSpec, SchedulerStats
 from corral.scheduler.protocol import RunnerFactory, RunnerLike, RunnerProcess
 
@@ -54,4 +55,5 @@ __all__ = [
     "Scheduler",
     "SchedulerStats",
     "SystemClock",
+    "unloads_when_idle",
 ]

@@ -22,9 +22,9 @@ from corral.errors import (
     RequestCanceledError,
     ServerBusyError,
 )
-from corral.estimate import Estimate, LoadRequest
+from corral.estimate import Estimate
 from corral.hardware import SystemInfo, cpu_info, system_memory
-from corral.runner.client import RunnerConfig
+from corral.runner.settings import MIN_NUM_CTX, LoadSettings
 from corral.scheduler import decisions
 from corral.scheduler.clock import Clock, SystemClock
 from corral.scheduler.decisions import Estimator, Outcome, Snapshot, describe, free_text
@@ -84,27 +84,30 @@ class Scheduler:
         ``keep_alive`` as the request gave it: ``None`` (unset) keeps the runner's, or the
         default for a new one; see ``decisions.keep_alive_for`` and ``decisions.when_idle``.
         """
-        config = self.runner_config(spec, options)
+        config = self.load_settings(spec, options)
         entry = await self._get(spec, config, options.given, keep_alive)
         try:
             yield entry
         finally:
             await self._release(entry)
 
-    def runner_config(self, spec: ModelSpec, options: Options) -> RunnerConfig:
-        """The runner a request needs: load-time options resolved against this machine.
+    def load_settings(self, spec: ModelSpec, options: Options) -> LoadSettings:
+        """What a runner for this request is loaded with: the load-time options resolved
+        against the model and this machine, in the one place they are clamped.
 
-        ``num_parallel`` 0 means automatic: decided when a load places the model
-        (``decisions.choose_parallel``), never per request.
+        ``num_ctx`` (per slot) is capped at the model's training length, then raised to at
+        least ``MIN_NUM_CTX``; ``num_batch`` is at least 1. ``num_parallel`` 0 means
+        automatic: decided when a load places the model (``decisions.choose_parallel``),
+        never per request.
         """
         num_ctx = options.num_ctx
         train = spec.context_length
         if train and num_ctx > train:
             num_ctx = train
         parallel = options.num_parallel or self.settings.num_parallel
-        return RunnerConfig(
+        return LoadSettings(
             model_path=spec.model_path,
-            num_ctx=max(num_ctx, 4),
+            num_ctx=max(num_ctx, MIN_NUM_CTX),
             num_parallel=max(parallel, 0),
             num_batch=max(options.num_batch, 1),
             # physical cores within this process's affinity and cgroup quota, as Ollama
@@ -116,28 +119,16 @@ class Scheduler:
             use_mmap=options.use_mmap if options.use_mmap is not None else True,
             flash_attention=self.settings.flash_attention,
             kv_cache_type=self.settings.kv_cache_type,
+            adapters=spec.adapter_paths,
             verbose=self.settings.debug > 0,
             # CPU runners take turns per decode step (see runner.engine._FileTurn)
             cpu_lock_path=str(Path(tempfile.gettempdir()) / "corral-cpu.lock"),
-            adapters=spec.adapter_paths,
         )
 
-    def _load_request(self, config: RunnerConfig) -> LoadRequest:
-        return LoadRequest(
-            num_ctx=config.num_ctx,
-            num_parallel=config.num_parallel,
-            num_batch=config.num_batch,
-            num_gpu=config.num_gpu,
-            kv_cache_type=config.kv_cache_type,
-            flash_attention=config.flash_attention,
-            embedding=config.embedding,
-            spread=self.settings.sched_spread,
-        )
-
-    def _estimate_runner(self, config: RunnerConfig, system: SystemInfo) -> Estimate:
+    def _estimate_runner(self, config: LoadSettings, system: SystemInfo) -> Estimate:
         try:
             return estimate.estimate(
-                config.model_path, self._load_request(config), system.gpus, system.cpu
+                config, system.gpus, system.cpu, spread=self.settings.sched_spread
             )
         except CorralError:
             return Estimate.on_cpu(0)  # unreadable GGUF: the runner's load error says why
@@ -176,7 +167,7 @@ class Scheduler:
     async def _get(
         self,
         spec: ModelSpec,
-        config: RunnerConfig,
+        config: LoadSettings,
         given: frozenset[str],
         keep_alive: float | None,
     ) -> LoadedModel:
@@ -236,7 +227,7 @@ class Scheduler:
             self._notify()
 
     async def _load_shared(
-        self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None
+        self, spec: ModelSpec, config: LoadSettings, keep_alive: float | None
     ) -> LoadedModel:
         """Wait for the (shared) load; the entry comes back reserved for this caller, who must
         ``_claim`` it or ``_unclaim`` it."""
@@ -274,7 +265,7 @@ class Scheduler:
         self._notify()
 
     async def _load(
-        self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None
+        self, spec: ModelSpec, config: LoadSettings, keep_alive: float | None
     ) -> LoadedModel:
         cause = self._load_cause(spec.model_path)
         sized, plan, free = await self._make_room(spec, config)
@@ -314,7 +305,7 @@ class Scheduler:
         return "first use" if last is None else f"reload because {last}"
 
     async def _start(
-        self, spec: ModelSpec, config: RunnerConfig, keep_alive: float | None, plan: Estimate
+        self, spec: ModelSpec, config: LoadSettings, keep_alive: float | None, plan: Estimate
     ) -> LoadedModel:
         started = self._clock.monotonic()
         try:
@@ -383,8 +374,8 @@ class Scheduler:
         return system
 
     async def _make_room(
-        self, spec: ModelSpec, config: RunnerConfig
-    ) -> tuple[RunnerConfig, Estimate, SystemInfo]:
+        self, spec: ModelSpec, config: LoadSettings
+    ) -> tuple[LoadSettings, Estimate, SystemInfo]:
         """Evict until the model fits (count and memory); return the config with its
         automatic values decided, where it goes, and what was free for it.
 

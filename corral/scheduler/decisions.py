@@ -5,8 +5,9 @@ scheduler (``core``) takes a ``Snapshot`` of what it holds, asks the machine wha
 passes the time in where a decision needs it, and acts on the answer. The estimator is
 passed in as a function (in production it reads the GGUF header once and caches it).
 
-- the keep-alive rule: which keep-alive a runner has after a request (``keep_alive_for``)
-  and what happens when its last request ends (``when_idle``, ``expiry_reason``);
+- the keep-alive rule: which keep-alive a runner has after a request (``keep_alive_for``),
+  which one unloads it once idle (``unloads_when_idle``) and what happens when its last
+  request ends (``when_idle``, ``expiry_reason``);
 - whether a loaded runner serves a request or must be replaced (``reload_reason``);
 - the automatic ``num_parallel`` (``choose_parallel``);
 - memory left after what other loads hold (``held``, ``available``);
@@ -26,7 +27,7 @@ from corral import estimate
 from corral.config import FOREVER
 from corral.estimate import Estimate
 from corral.hardware import SystemInfo
-from corral.runner.client import RunnerConfig
+from corral.runner.settings import LoadSettings
 
 __all__ = [
     "Estimator",
@@ -49,12 +50,13 @@ __all__ = [
     "recovered",
     "recovery_targets",
     "reload_reason",
+    "unloads_when_idle",
     "wall_expiry",
     "when_idle",
 ]
 
 #: where a model goes with given settings on a given machine (``estimate.estimate`` or a fake)
-Estimator = Callable[[RunnerConfig, SystemInfo], Estimate]
+Estimator = Callable[[LoadSettings, SystemInfo], Estimate]
 
 
 # ---- the snapshot --------------------------------------------------------------------
@@ -119,6 +121,13 @@ class Idle:
     expires_at: float | None = None  # kept: unload at this monotonic time (None: never)
 
 
+def unloads_when_idle(keep_alive: float | None) -> bool:
+    """Whether a keep-alive means "unload as soon as no request holds the runner": ``0``
+    (or less). ``None`` (unset) keeps the runner's own and never does. A load-only
+    request with such a keep-alive unloads the model instead of loading it."""
+    return keep_alive is not None and keep_alive <= 0
+
+
 def when_idle(keep_alive: float, now: float, unload_when_idle: str = "") -> Idle:
     """What happens when a runner's last request ends (``now``, monotonic seconds).
 
@@ -128,7 +137,7 @@ def when_idle(keep_alive: float, now: float, unload_when_idle: str = "") -> Idle
     """
     if unload_when_idle:
         return Idle(unload=unload_when_idle)
-    if keep_alive <= 0:
+    if unloads_when_idle(keep_alive):
         return Idle(unload="keep_alive 0")
     if keep_alive == FOREVER:
         return Idle()
@@ -166,7 +175,7 @@ def wall_expiry(
 _GIVEN_EQUAL = ("num_batch", "num_thread", "use_mmap", "main_gpu")
 
 
-def reload_reason(loaded: RunnerConfig, wanted: RunnerConfig, given: frozenset[str]) -> str:
+def reload_reason(loaded: LoadSettings, wanted: LoadSettings, given: frozenset[str]) -> str:
     """Why a loaded runner cannot serve a request, or ``""`` when it can.
 
     Ollama's ``needsReload`` with its automatic values: an option neither the request nor
@@ -203,7 +212,7 @@ def _change(name: str, before: object, after: object) -> str:
 # ---- num_parallel ------------------------------------------------------------------------
 
 
-def choose_parallel(config: RunnerConfig, system: SystemInfo, plan: Estimator) -> RunnerConfig:
+def choose_parallel(config: LoadSettings, system: SystemInfo, plan: Estimator) -> LoadSettings:
     """``config`` with an automatic ``num_parallel`` (0) decided for ``system`` (what is
     free for this load): 4 where the model with 4 slots fits with a fifth of the system
     memory to spare, else 1 (Ollama's rule). A set ``num_parallel`` stays as it is.

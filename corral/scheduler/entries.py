@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from corral.estimate import Estimate
-from corral.runner.client import RunnerConfig
+from corral.runner.settings import LoadSettings
 from corral.scheduler.clock import Clock, SystemClock
 from corral.scheduler.decisions import RunnerState, wall_expiry
 from corral.scheduler.protocol import RunnerLike
@@ -46,7 +46,7 @@ class LoadedModel:
 
     spec: ModelSpec
     runner: RunnerLike
-    config: RunnerConfig
+    config: LoadSettings
     loaded_at: float  # wall-clock seconds since the epoch
     keep_alive: float  # seconds after its last request ends (see decisions.keep_alive_for)
     refcount: int = 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from corral.runner.client import RunnerConfig, RunnerEmbeddings
+from corral.runner.client import RunnerEmbeddings
 from corral.runner.events import CompletionEvent
+from corral.runner.settings import LoadSettings
 
 __all__ = ["RunnerFactory", "RunnerLike", "RunnerProcess"]
 
@@ -15,7 +16,7 @@ class RunnerProcess(Protocol):
     """What the scheduler itself needs of a runner: its settings, whether its process
     lives, how to stop it and how to hear that it ended."""
 
-    config: RunnerConfig
+    config: LoadSettings
 
     @property
     def alive(self) -> bool: ...
@@ -55,4 +56,4 @@ class RunnerLike(RunnerProcess, Protocol):
         ...
 
 
-RunnerFactory = Callable[[RunnerConfig], Awaitable[RunnerLike]]
+RunnerFactory = Callable[[LoadSettings], Awaitable[RunnerLike]]

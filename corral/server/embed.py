@@ -70,14 +70,19 @@ async def embed_texts(
     merged = Options.merged(
         model.params, validate_options(options), num_ctx_default=api.settings.context_length
     )
-    async with api.scheduler.acquire(model.spec(), merged, keep_alive) as ref:
+    spec = model.spec()
+    # The longest input: the request's (or the model's) num_ctx where one was set, as the
+    # scheduler clamps it for a load, which also holds on a runner loaded with a larger
+    # context; unset, whatever context the runner was loaded with.
+    limit = api.scheduler.load_settings(spec, merged).num_ctx if merged.is_set("num_ctx") else None
+    async with api.scheduler.acquire(spec, merged, keep_alive) as ref:
         loaded_at = time.perf_counter()
         if not inputs:
             vectors = np.zeros((0, 0), dtype=np.float32)
             count = 0
         else:
             runner = ref.runner
-            answer = await runner.embed(inputs, truncate=truncate, num_ctx=merged.num_ctx)
+            answer = await runner.embed(inputs, truncate=truncate, num_ctx=limit)
             vectors, count = answer.vectors, answer.prompt_eval_count
     rows = _finish(vectors, dimensions=dimensions, normalize=normalize)
     now = time.perf_counter()

