@@ -16,8 +16,8 @@ import sys
 from typing import Any
 
 from corral.engine import record
+from corral.engine.exits import describe_exit
 from corral.engine.features import build_problem, compiled_features, cpu_flags
-from corral.engine.selftest import describe_exit
 
 __all__ = ["engine_report", "probe_engine"]
 

@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from corral.engine.exits import describe_exit
 from corral.engine.features import build_problem, compiled_features, cpu_flags
 
-__all__ = ["describe_exit", "run_selftest"]
+__all__ = ["run_selftest"]
 
 _PROMPT = (
     "The sky looks blue on a clear day because air scatters short wavelengths of sunlight"
@@ -35,17 +36,6 @@ _PROMPT = (
     " reaches the eye. On the Moon, which has no air, the sky is black even at noon."
     " Explain this to a child in one sentence:"
 )
-
-
-def describe_exit(returncode: int) -> str:
-    """``exit status N`` or ``killed by signal N (NAME)``."""
-    if returncode >= 0:
-        return f"exit status {returncode}"
-    try:
-        name = signal.Signals(-returncode).name
-    except ValueError:
-        name = "unknown signal"
-    return f"killed by signal {-returncode} ({name})"
 
 
 def run_selftest(

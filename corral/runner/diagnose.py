@@ -19,6 +19,7 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
+from corral.engine.exits import describe_exit
 from corral.engine.features import REBUILD_HINT
 
 __all__ = ["ENGINE_UNUSABLE", "OomCounter", "explain", "oom_kills"]
@@ -57,16 +58,6 @@ class OomCounter:
         return self._start is not None and now is not None and now > self._start
 
 
-def _status(returncode: int) -> str:
-    if returncode >= 0:
-        return f"exit status {returncode}"
-    try:
-        name = signal.Signals(-returncode).name
-    except ValueError:
-        name = "unknown signal"
-    return f"killed by signal {-returncode} ({name})"
-
-
 def _last_lines(stderr_tail: Sequence[str], count: int = 4) -> str:
     lines = [line.strip() for line in stderr_tail if line.strip()]
     return " | ".join(lines[-count:])
@@ -76,7 +67,7 @@ def explain(returncode: int | None, stderr_tail: Sequence[str], *, oom_killed: b
     """One sentence on how a runner ended, starting with its exit status or signal."""
     if returncode is None:
         return "still running"
-    status = _status(returncode)
+    status = describe_exit(returncode)
     if returncode == -signal.SIGILL:
         return (
             f"{status}: the engine (llama.cpp) was built for instructions this CPU cannot"
