@@ -235,7 +235,7 @@ def _kv_layer_bytes(layout: ModelLayout, settings: LoadSettings) -> list[int]:
 def _attention_graph(layout: ModelLayout, settings: LoadSettings, *, on_cpu: bool) -> int:
     """One chunk's attention against a full slot (the scores and their mask in f32), plus,
     on the CPU, the f16 copy of the scores its matmul works from (outside the graph)."""
-    batch = min(settings.num_batch, _cells(settings))
+    batch = min(settings.batch_size, _cells(settings))
     activations = 4 * batch * (3 * layout.n_embd + layout.n_ff)
     if settings.flash_attention is not False:
         return activations + 2 * batch * _cells(settings)
@@ -270,7 +270,7 @@ def estimate(
     layout = model_layout(settings.model_path)
     kv_layers = _kv_layer_bytes(layout, settings)
     layers = layout.block_count + 1
-    batch = min(settings.num_batch, _cells(settings))
+    batch = min(settings.batch_size, _cells(settings))
     attention = _attention_graph(layout, settings, on_cpu=True)
     # what llama.cpp reserves for its compute graph, allocated whole on a GPU
     gpu_graph = max(

@@ -504,6 +504,40 @@ async def test_context_has_a_floor_of_four(harness: Harness, num_ctx: int, expec
     assert scheduler.load_settings(A, Options.merged({"num_ctx": num_ctx})).num_ctx == expected
 
 
+@pytest.mark.parametrize(
+    ("values", "batch", "threads"),
+    [
+        ({"num_batch": 0, "num_parallel": 4}, 4, None),
+        ({"num_batch": -7, "num_parallel": 4}, 4, None),
+        ({"num_batch": 3, "num_parallel": 4}, 4, None),
+        ({"num_batch": 2**31, "num_parallel": 4}, 4 * 4096, None),
+        ({"num_batch": 2**63 - 1, "num_parallel": 1}, 4096, None),
+        ({"num_thread": 2**31}, 512, 512),
+        ({"num_thread": -3}, 512, 0),
+    ],
+)
+async def test_no_request_value_reaches_llama_cpp_out_of_its_bounds(
+    harness: Harness, values: dict[str, int], batch: int, threads: int | None
+) -> None:
+    """num_batch 0-3 with 4 slots aborted a runner (GGML_ASSERT), 2^31 crashed it (SIGSEGV),
+    a huge num_thread asked ggml for more threads than it has."""
+    scheduler = harness.scheduler()
+    spec = model("m", context_length=4096)
+    settings = scheduler.load_settings(spec, Options.merged(values))
+    assert settings.batch_size == batch
+    assert 1 <= settings.num_batch < 2**31
+    if threads == 0:
+        assert 0 < settings.num_thread <= 512  # automatic
+    elif threads is not None:
+        assert settings.num_thread == threads
+
+
+async def test_context_without_a_training_length_is_bounded(harness: Harness) -> None:
+    scheduler = harness.scheduler()
+    spec = model("unknown", context_length=0)
+    assert scheduler.load_settings(spec, options(num_ctx=2**62)).num_ctx == 1 << 20
+
+
 # ---- eviction ---------------------------------------------------------------------------------
 
 

@@ -78,6 +78,10 @@ class RunnerClient:
         # The runner sees only the GPUs its layers were placed on (none for a CPU runner,
         # so a CUDA build does not put work or buffers on GPUs the estimate left out).
         env["CUDA_VISIBLE_DEVICES"] = ",".join(config.gpu_ids)
+        if not config.verbose:
+            # ggml attaches gdb to print a backtrace when it aborts: seconds of a stalled
+            # process and lines no user can act on (OLLAMA_DEBUG keeps them)
+            env.setdefault("GGML_NO_BACKTRACE", "1")
         env.update(extra_env or {})
         try:
             process = await asyncio.create_subprocess_exec(

@@ -58,9 +58,15 @@ class OomCounter:
         return self._start is not None and now is not None and now > self._start
 
 
+_TELLING = ("GGML_ASSERT", "GGML_ABORT", "error", "Error", "failed", "Assertion")
+
+
 def _last_lines(stderr_tail: Sequence[str], count: int = 4) -> str:
+    """The lines that say what went wrong (an assert, an error) if there are any, else the
+    last few."""
     lines = [line.strip() for line in stderr_tail if line.strip()]
-    return " | ".join(lines[-count:])
+    telling = [line for line in lines if any(word in line for word in _TELLING)]
+    return " | ".join((telling or lines)[-count:])
 
 
 def explain(returncode: int | None, stderr_tail: Sequence[str], *, oom_killed: bool) -> str:

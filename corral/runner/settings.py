@@ -22,10 +22,21 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-__all__ = ["MIN_NUM_CTX", "LoadSettings", "add_arguments", "from_namespace"]
+__all__ = [
+    "MAX_NUM_CTX",
+    "MAX_NUM_THREAD",
+    "MIN_NUM_CTX",
+    "LoadSettings",
+    "add_arguments",
+    "from_namespace",
+]
 
 #: the smallest context a runner gets (Ollama's floor)
 MIN_NUM_CTX = 4
+#: the largest context per slot when the model does not say how long it was trained for
+MAX_NUM_CTX = 1 << 20
+#: ggml's limit on threads (GGML_MAX_N_THREADS); more aborts it
+MAX_NUM_THREAD = 512
 
 _FLASH_ATTN = {None: "auto", True: "on", False: "off"}
 
@@ -61,6 +72,15 @@ class LoadSettings:
             raise ValueError(f"num_batch must be at least 1, not {self.num_batch}")
         if self.num_parallel < 0:
             raise ValueError(f"num_parallel must not be negative, not {self.num_parallel}")
+
+    @property
+    def batch_size(self) -> int:
+        """The batch llama.cpp is given: ``num_batch``, but at least one token per slot (a
+        decode step carries a token for every busy slot, and a step with more outputs than
+        the batch aborts llama.cpp) and at most the whole context (llama.cpp's own cap, which
+        also keeps a huge request inside its 32-bit field)."""
+        slots = max(self.num_parallel, 1)
+        return min(max(self.num_batch, slots), self.num_ctx * slots)
 
     def argv(self) -> list[str]:
         """The runner's command-line arguments (after ``python -m corral.runner``), which

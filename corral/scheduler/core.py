@@ -24,7 +24,7 @@ from corral.errors import (
 )
 from corral.estimate import Estimate
 from corral.hardware import SystemInfo, cpu_info, system_memory
-from corral.runner.settings import MIN_NUM_CTX, LoadSettings
+from corral.runner.settings import MAX_NUM_CTX, MAX_NUM_THREAD, MIN_NUM_CTX, LoadSettings
 from corral.scheduler import decisions
 from corral.scheduler.clock import Clock, SystemClock
 from corral.scheduler.decisions import Estimator, Outcome, Snapshot, describe, free_text
@@ -95,25 +95,28 @@ class Scheduler:
         """What a runner for this request is loaded with: the load-time options resolved
         against the model and this machine, in the one place they are clamped.
 
-        ``num_ctx`` (per slot) is capped at the model's training length, then raised to at
-        least ``MIN_NUM_CTX``; ``num_batch`` is at least 1. ``num_parallel`` 0 means
+        ``num_ctx`` (per slot) is capped at the model's training length (``MAX_NUM_CTX``
+        where the model does not say), then raised to at least ``MIN_NUM_CTX``;
+        ``num_batch`` is at least 1 (``LoadSettings.batch_size`` fits it to the slots and
+        the context); ``num_thread`` at most ggml's ``MAX_NUM_THREAD``, and 0 or less means
+        automatic. No request value can make a runner assert or overflow. ``num_parallel`` 0 means
         automatic: decided when a load places the model (``decisions.choose_parallel``),
         never per request.
         """
-        num_ctx = options.num_ctx
-        train = spec.context_length
-        if train and num_ctx > train:
-            num_ctx = train
+        num_ctx = min(options.num_ctx, spec.context_length or MAX_NUM_CTX)
         parallel = options.num_parallel or self.settings.num_parallel
+        threads = options.num_thread if options.num_thread > 0 else 0
         return LoadSettings(
             model_path=spec.model_path,
             num_ctx=max(num_ctx, MIN_NUM_CTX),
             num_parallel=max(parallel, 0),
-            num_batch=max(options.num_batch, 1),
+            # what llama.cpp gets is LoadSettings.batch_size: at least a token per slot
+            num_batch=min(max(options.num_batch, 1), (1 << 31) - 1),
             # physical cores within this process's affinity and cgroup quota, as Ollama
-            num_thread=options.num_thread
-            or self.settings.num_thread
-            or self._last_system.cpu.default_threads,
+            num_thread=min(
+                threads or self.settings.num_thread or self._last_system.cpu.default_threads,
+                MAX_NUM_THREAD,
+            ),
             num_gpu=options.num_gpu,
             main_gpu=options.main_gpu,
             use_mmap=options.use_mmap if options.use_mmap is not None else True,

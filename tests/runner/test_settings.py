@@ -72,3 +72,15 @@ def test_a_runner_needs_its_slot_count_decided() -> None:
     automatic = LoadSettings(model_path="/m/a.gguf", num_parallel=0)
     with pytest.raises(ValueError, match="--parallel must be at least 1"):
         read_back(automatic)
+
+
+def test_the_batch_llama_cpp_gets_holds_a_token_per_slot_and_no_more_than_the_context() -> None:
+    def batch(num_batch: int, parallel: int, ctx: int = 4096) -> int:
+        settings = LoadSettings("m.gguf", num_ctx=ctx, num_parallel=parallel, num_batch=num_batch)
+        return settings.batch_size
+
+    assert batch(512, 4) == 512
+    assert [batch(n, 4) for n in (1, 2, 3)] == [4, 4, 4]  # fewer aborted llama.cpp
+    assert batch(2**31 - 1, 4) == 4 * 4096  # a huge value became a SIGSEGV
+    assert batch(1, 1, ctx=4) == 1
+    assert batch(100, 2, ctx=16) == 32
