@@ -41,13 +41,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import httpx
 
 from corral.errors import CorralError, StoreError
 from corral.registry.client import RegistryClient, unreachable
 from corral.registry.errors import RegistryError
+from corral.registry.events import ProgressEvent
 from corral.store import (
     MEDIA_TYPE_MANIFEST,
     BlobPins,
@@ -63,8 +64,7 @@ __all__ = ["PullOptions", "pull_model"]
 
 logger = logging.getLogger(__name__)
 
-Event = dict[str, Any]
-Report = Callable[[Event], None]
+Report = Callable[[ProgressEvent], None]
 
 _ACCEPT: Final = ", ".join(
     [

@@ -16,21 +16,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any, BinaryIO, Final
+from typing import BinaryIO, Final
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
 
 from corral.registry.client import RegistryClient, unreachable
 from corral.registry.errors import RegistryError
+from corral.registry.events import ProgressEvent
 from corral.store import Layer, Manifest, ModelStore, Name
 
 __all__ = ["push_model"]
 
 logger = logging.getLogger(__name__)
 
-Event = dict[str, Any]
-Report = Callable[[Event], None]
+Report = Callable[[ProgressEvent], None]
 
 CHUNK_BYTES: Final = 64 << 20
 _READ_BYTES: Final = 1 << 20

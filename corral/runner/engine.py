@@ -17,6 +17,9 @@ LoRA adapters (``LoadSettings.adapters``) are loaded with the model and set on t
 decode loop does not see them. Logprobs are computed only for a task that asked
 (``Task.logprobs``), from a view of the sampled row's logits (``logprobs.py``).
 
+A request is a ``Task`` and its state while it runs a ``Slot`` (``slots.py``, with the choice
+of slot and the prompt's truncation); its sampler chain is built by ``sampling.py``.
+
 Threads: decoding runs with the GIL released, but on a 2-core machine any other busy thread
 halves throughput, so the engine blocks on its queue when idle and nothing else spins.
 """
@@ -32,22 +35,26 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import llama_cpp as llama
 import numpy as np
 
-from corral.runner.grammar import JSON_GRAMMAR
+from corral.runner.events import CompletionEvent, TokenLogprob
 from corral.runner.logprobs import token_logprobs
+from corral.runner.sampling import GRAMMARS, make_sampler
 from corral.runner.settings import LoadSettings
-from corral.runner.text import StopMatcher, Utf8Assembler
+from corral.runner.slots import Slot, Task, common_prefix, fit_prompt, pick_slot, take_logprobs
 
-__all__ = ["Engine", "LoadError", "Task"]
+__all__ = ["GRAMMARS", "LLAMA_ERRORS", "Engine", "LoadError", "Task"]
 
 logger = logging.getLogger(__name__)
 
-Event = dict[str, Any]
+#: ``logprobs.token_logprobs``, typed as what it builds (logprobs.py types it as a dict)
+_token_logprob = cast(
+    "Callable[[np.ndarray[Any, Any], int, int, Callable[[int], bytes]], TokenLogprob]",
+    token_logprobs,
+)
 
 
 #: the last error lines llama.cpp logged in this process (filled by the log callback in
@@ -62,56 +69,6 @@ class LoadError(RuntimeError):
         specific = [line for line in LLAMA_ERRORS if "error loading model" in line]
         reason = (specific or [line for line in LLAMA_ERRORS if line.strip()] or [""])[-1]
         super().__init__(f"{message}: {reason.strip()}" if reason else message)
-
-
-@dataclass(slots=True)
-class Task:
-    """One completion request. ``emit`` is called from the engine thread."""
-
-    tokens: list[int]
-    options: dict[str, Any]
-    emit: Callable[[Event], None]
-    grammar: str | None = None
-    return_tokens: bool = False
-    #: alternatives per token when the request wants logprobs (0: the sampled token only);
-    #: -1: none, and the decode loop does no extra work for this task
-    logprobs: int = -1
-    cancelled: bool = False
-    submitted_at: float = field(default_factory=time.perf_counter)
-    #: called (from the engine thread) once the engine will never touch the task again
-    on_finished: Callable[[], None] | None = None
-
-    def finished(self) -> None:
-        if self.on_finished is not None:
-            self.on_finished()
-
-
-@dataclass(slots=True)
-class _Slot:
-    seq_id: int
-    cached: list[int] = field(default_factory=list)
-    last_used: float = 0.0
-    task: Task | None = None
-    prompt: list[int] = field(default_factory=list)
-    n_past: int = 0
-    pending_token: int | None = None
-    sampler: Any = None
-    generated: list[int] = field(default_factory=list)
-    utf8: Utf8Assembler = field(default_factory=Utf8Assembler)
-    stops: StopMatcher = field(default_factory=lambda: StopMatcher(()))
-    num_predict: int = -1
-    num_keep: int = 4
-    prompt_eval_count: int = 0
-    t_start: float = 0.0
-    t_first: float = 0.0
-    batch_index: int = -1
-    #: logprob entries of sampled tokens whose text is not emitted yet (held by UTF-8 or
-    #: stop-string matching): they go out with that text, or are dropped with a stop string
-    logprobs: list[Event] = field(default_factory=list)
-
-    @property
-    def busy(self) -> bool:
-        return self.task is not None
 
 
 _KV_TYPES = {"f16": llama.GGML_TYPE_F16, "q8_0": llama.GGML_TYPE_Q8_0, "q4_0": llama.GGML_TYPE_Q4_0}
@@ -131,7 +88,7 @@ class Engine:
         self._batch: Any = None
         self._tensor_split: Any = None
         self._adapters: list[Any] = []
-        self._slots: list[_Slot] = []
+        self._slots: list[Slot] = []
         self._waiting: list[Task] = []
         self._can_shift = False
         self._cpu_turn: contextlib.AbstractContextManager[object] = (
@@ -170,8 +127,8 @@ class Engine:
 
         ctx_params = llama.llama_context_default_params()
         ctx_params.n_ctx = cfg.num_ctx * cfg.num_parallel
-        ctx_params.n_batch = cfg.num_batch
-        ctx_params.n_ubatch = cfg.num_batch
+        ctx_params.n_batch = cfg.batch_size  # a token per slot at least, the context at most
+        ctx_params.n_ubatch = cfg.batch_size
         ctx_params.n_seq_max = cfg.num_parallel
         threads = cfg.num_thread or _default_threads()
         ctx_params.n_threads = threads
@@ -200,8 +157,8 @@ class Engine:
         self.apply_adapters(ctx)
         self._memory = llama.llama_get_memory(ctx)
         self._can_shift = bool(llama.llama_memory_can_shift(self._memory))
-        self._batch = llama.llama_batch_init(max(cfg.num_batch, cfg.num_parallel), 0, 1)
-        self._slots = [_Slot(seq_id=i) for i in range(cfg.num_parallel)]
+        self._batch = llama.llama_batch_init(cfg.batch_size, 0, 1)
+        self._slots = [Slot(seq_id=i) for i in range(cfg.num_parallel)]
 
     def _load_adapters(self) -> None:
         """Load every LoRA of ``adapters``; a file llama.cpp refuses fails the load, named.
@@ -247,7 +204,7 @@ class Engine:
     def close(self) -> None:
         """Free llama.cpp objects; only after ``stop`` (or before ``start``)."""
         for slot in self._slots:
-            _free_sampler(slot)
+            slot.free_sampler()
         if self._batch is not None:
             llama.llama_batch_free(self._batch)
             self._batch = None
@@ -343,7 +300,7 @@ class Engine:
             if not free:
                 return
             task = self._waiting.pop(0)
-            slot = self._pick_slot(free, task.tokens)
+            slot = pick_slot(free, task.tokens)
             try:
                 self._begin(slot, task)
             except Exception as exc:  # this request's options, not the engine: fail it alone
@@ -354,123 +311,45 @@ class Engine:
                 )
                 task.finished()
 
-    @staticmethod
-    def _pick_slot(free: list[_Slot], tokens: list[int]) -> _Slot:
-        best: _Slot | None = None
-        best_len = 0
-        for slot in free:
-            length = _common_prefix(slot.cached, tokens)
-            if length > best_len:
-                best, best_len = slot, length
-        if best is not None:
-            return best
-        return min(free, key=lambda s: s.last_used)
-
-    def _begin(self, slot: _Slot, task: Task) -> None:
+    def _begin(self, slot: Slot, task: Task) -> None:
         opts = task.options
         n_ctx = self.settings.num_ctx
-        num_keep = _num_keep(int(opts.get("num_keep", 4)), len(task.tokens), n_ctx, self.add_bos)
-        prompt = _truncate_prompt(task.tokens, n_ctx, num_keep)
+        num_predict = int(opts.get("num_predict", -1))
+        if num_predict == -1:
+            num_predict = 10 * n_ctx
+        requested_keep = int(opts.get("num_keep", 4))
+        prompt, num_keep = fit_prompt(task.tokens, requested_keep, n_ctx, self.add_bos)
         if not prompt:
             prompt = [llama.llama_vocab_bos(self._vocab)]
-        sampler = self._make_sampler(opts, task.grammar, prompt)  # may refuse the options
-        reuse = _common_prefix(slot.cached, prompt)
+        sampler = make_sampler(  # may refuse the options
+            opts, task.grammar, prompt, vocab=self._vocab, n_vocab=self.n_vocab, num_ctx=n_ctx
+        )
+        reuse = common_prefix(slot.cached, prompt)
         if reuse >= len(prompt):
             reuse = len(prompt) - 1  # the last prompt token must be evaluated for its logits
         if not llama.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1):
             llama.llama_memory_seq_rm(self._memory, slot.seq_id, 0, -1)
             reuse = 0
-        slot.task = task
-        slot.cached = slot.cached[:reuse]
-        slot.prompt = prompt
-        slot.n_past = reuse
-        slot.pending_token = None
-        slot.generated = []
-        slot.logprobs = []
-        slot.utf8 = Utf8Assembler()
-        slot.stops = StopMatcher(list(opts.get("stop") or ()))
-        slot.num_keep = num_keep
-        num_predict = int(opts.get("num_predict", -1))
-        if num_predict == -1:
-            num_predict = 10 * n_ctx
-        slot.num_predict = num_predict
-        slot.prompt_eval_count = 0
-        slot.t_start = time.perf_counter()
-        slot.t_first = 0.0
-        _free_sampler(slot)
-        slot.sampler = sampler
-
-    def _make_sampler(self, opts: dict[str, Any], grammar: str | None, prompt: list[int]) -> Any:
-        params = llama.llama_sampler_chain_default_params()
-        params.no_perf = True
-        chain = llama.llama_sampler_chain_init(params)
-        repeat_penalty = float(opts.get("repeat_penalty", 1.0))
-        presence = float(opts.get("presence_penalty", 0.0))
-        frequency = float(opts.get("frequency_penalty", 0.0))
-        last_n = int(opts.get("repeat_last_n", 64))
-        if last_n == -1:
-            last_n = self.settings.num_ctx
-        if last_n and (repeat_penalty != 1.0 or presence != 0.0 or frequency != 0.0):
-            penalties = llama.llama_sampler_init_penalties(
-                self.n_vocab, last_n, repeat_penalty, frequency, presence
-            )
-            for token in prompt[-last_n:]:
-                llama.llama_sampler_accept(penalties, token)
-            llama.llama_sampler_chain_add(chain, penalties)
-        if grammar:
-            compiled = llama.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
-            if not compiled:
-                llama.llama_sampler_free(chain)
-                raise ValueError("invalid grammar")
-            llama.llama_sampler_chain_add(chain, compiled)
-        temperature = float(opts.get("temperature", 0.8))
-        seed_value = int(opts.get("seed", -1))
-        seed = llama.LLAMA_DEFAULT_SEED if seed_value < 0 else seed_value & 0xFFFFFFFF
-        mirostat = int(opts.get("mirostat", 0))
-        if temperature <= 0:
-            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_greedy())
-        elif mirostat == 1:
-            tau = float(opts.get("mirostat_tau", 5.0))
-            eta = float(opts.get("mirostat_eta", 0.1))
-            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_temp(temperature))
-            llama.llama_sampler_chain_add(
-                chain, llama.llama_sampler_init_mirostat(self.n_vocab, seed, tau, eta, 100)
-            )
-        elif mirostat == 2:
-            tau = float(opts.get("mirostat_tau", 5.0))
-            eta = float(opts.get("mirostat_eta", 0.1))
-            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_temp(temperature))
-            llama.llama_sampler_chain_add(
-                chain, llama.llama_sampler_init_mirostat_v2(seed, tau, eta)
-            )
-        else:
-            top_k = int(opts.get("top_k", 40))
-            if top_k > 0:
-                llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_top_k(top_k))
-            typical = float(opts.get("typical_p", 1.0))
-            if 0 < typical < 1:
-                llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_typical(typical, 1))
-            top_p = float(opts.get("top_p", 0.9))
-            if 0 < top_p < 1:
-                llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_top_p(top_p, 1))
-            min_p = float(opts.get("min_p", 0.0))
-            if min_p > 0:
-                llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_min_p(min_p, 1))
-            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_temp(temperature))
-            llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_dist(seed))
-        return chain
+        slot.assign(
+            task,
+            prompt,
+            reuse=reuse,
+            num_keep=num_keep,
+            num_predict=num_predict,
+            sampler=sampler,
+        )
 
     def _step(self) -> None:
         batch = self._batch
-        capacity = max(self.settings.num_batch, self.settings.num_parallel)
+        capacity = self.settings.batch_size
         n = 0
-        active: list[_Slot] = []
+        active: list[Slot] = []
         for slot in self._slots:
             task = slot.task
             if task is None:
                 continue
             if task.cancelled:
-                self._release(slot)
+                slot.release()
                 continue
             if slot.pending_token is not None:
                 if slot.n_past >= self.settings.num_ctx and not self._shift(slot):
@@ -514,7 +393,7 @@ class Engine:
         for slot in active:
             self._sample(slot)
 
-    def _sample(self, slot: _Slot) -> None:
+    def _sample(self, slot: Slot) -> None:
         task = slot.task
         assert task is not None
         now = time.perf_counter()
@@ -535,7 +414,7 @@ class Engine:
             visible, stopped = slot.stops.feed(text)
             if visible:
                 if slot.logprobs:
-                    task.emit({"content": visible, "logprobs": _take_logprobs(slot)})
+                    task.emit({"content": visible, "logprobs": take_logprobs(slot)})
                 else:
                     task.emit({"content": visible})
             if stopped:
@@ -544,17 +423,17 @@ class Engine:
         if len(slot.generated) >= slot.num_predict >= 0:
             self._finish(slot, "length")
 
-    def _logprob_entry(self, index: int, token: int, top_n: int) -> Event:
+    def _logprob_entry(self, index: int, token: int, top_n: int) -> TokenLogprob:
         """Logprobs of the token sampled at batch row ``index``, from a view of its logits
         (llama.cpp's buffer, valid until the next decode; nothing is copied)."""
         pointer = llama.llama_get_logits_ith(self._ctx, index)
         row = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
-        return token_logprobs(row, token, top_n, self._special_piece)
+        return _token_logprob(row, token, top_n, self._special_piece)
 
     def _special_piece(self, token: int) -> bytes:
         return self.token_bytes(token, special=True)
 
-    def _shift(self, slot: _Slot) -> bool:
+    def _shift(self, slot: Slot) -> bool:
         """Make room in a full slot: drop half of what follows ``num_keep``."""
         assert slot.task is not None
         if not self._can_shift or int(slot.task.options.get("num_predict", -1)) == -2:
@@ -569,7 +448,7 @@ class Engine:
         slot.n_past -= discard
         return True
 
-    def _finish(self, slot: _Slot, reason: str, *, flush: bool = True) -> None:
+    def _finish(self, slot: Slot, reason: str, *, flush: bool = True) -> None:
         task = slot.task
         assert task is not None
         if flush:
@@ -577,13 +456,13 @@ class Engine:
             visible, stopped = slot.stops.feed(tail) if tail else ("", False)
             rest = "" if stopped else slot.stops.flush()
             if visible or rest or slot.logprobs:
-                event: Event = {"content": visible + rest}
+                event: CompletionEvent = {"content": visible + rest}
                 if slot.logprobs:
-                    event["logprobs"] = _take_logprobs(slot)
-                task.emit(event)
+                    event["logprobs"] = take_logprobs(slot)
+                task.emit(cast("dict[str, Any]", event))
         now = time.perf_counter()
         first = slot.t_first or now
-        final: Event = {
+        final: CompletionEvent = {
             "done": True,
             "done_reason": reason,
             "prompt_eval_count": slot.prompt_eval_count,
@@ -593,18 +472,8 @@ class Engine:
         }
         if task.return_tokens:
             final["tokens"] = list(task.tokens) + slot.generated
-        task.emit(final)
-        self._release(slot)
-
-    def _release(self, slot: _Slot) -> None:
-        # The sampled-but-not-decoded token is not in the cache: cached stays consistent.
-        if slot.task is not None:
-            slot.task.finished()
-        slot.task = None
-        slot.pending_token = None
-        slot.logprobs = []
-        slot.last_used = time.monotonic()
-        _free_sampler(slot)
+        task.emit(cast("dict[str, Any]", final))
+        slot.release()
 
     def _fail_batch(self, status: int) -> None:
         message = f"llama_decode failed with status {status}"
@@ -614,7 +483,7 @@ class Engine:
                 slot.task.emit({"error": message})
                 llama.llama_memory_seq_rm(self._memory, slot.seq_id, 0, -1)
                 slot.cached = []
-                self._release(slot)
+                slot.release()
 
 
 class _FileTurn:
@@ -645,53 +514,6 @@ def _batch_add(batch: Any, index: int, token: int, pos: int, seq_id: int, logits
     batch.logits[index] = logits
 
 
-def _take_logprobs(slot: _Slot) -> list[Event]:
-    entries = slot.logprobs
-    slot.logprobs = []
-    return entries
-
-
-def _free_sampler(slot: _Slot) -> None:
-    if slot.sampler is not None:
-        llama.llama_sampler_free(slot.sampler)
-        slot.sampler = None
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    limit = min(len(a), len(b))
-    index = 0
-    while index < limit and a[index] == b[index]:
-        index += 1
-    return index
-
-
-def _num_keep(requested: int, prompt_length: int, n_ctx: int, add_bos: bool) -> int:
-    """Tokens at the start of a slot that truncation and context shifts never drop, as
-    Ollama's runner counts them: -1 keeps the whole prompt, the BOS token comes on top, and
-    at least one token must stay discardable."""
-    keep = prompt_length if requested < 0 else requested
-    if add_bos:
-        keep += 1
-    return max(min(keep, n_ctx - 1), 0)
-
-
-def _truncate_prompt(tokens: list[int], n_ctx: int, num_keep: int) -> list[int]:
-    """Cut a prompt longer than the context: keep its first ``num_keep`` tokens and its
-    end, dropping what lies between (the first generated token then shifts the context)."""
-    if len(tokens) <= n_ctx:
-        return list(tokens)
-    discard = len(tokens) - n_ctx
-    kept = tokens[:num_keep] + tokens[num_keep + discard :]
-    logger.warning(
-        "truncating input prompt: limit %d, prompt %d, keep %d, new %d",
-        n_ctx,
-        len(tokens),
-        num_keep,
-        len(kept),
-    )
-    return kept
-
-
 def _tensor_split(split: tuple[float, ...]) -> Any:
     count = max(int(llama.llama_max_devices()), len(split))
     return (ctypes.c_float * count)(*split)
@@ -702,6 +524,3 @@ def _default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
-
-
-GRAMMARS = {"json": JSON_GRAMMAR}

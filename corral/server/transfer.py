@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,6 +30,7 @@ from corral.errors import (
     StoreError,
 )
 from corral.registry import PullOptions, pull_model, push_model
+from corral.registry.events import ProgressEvent as Event
 from corral.server.models import parse_name
 from corral.server.streaming import parse_body, respond
 from corral.store import ModelStore, Name
@@ -39,7 +39,6 @@ __all__ = ["Event", "Transfers"]
 
 logger = logging.getLogger(__name__)
 
-Event = dict[str, Any]
 _Key = tuple[str, str, str, str]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from corral.runner.engine import _num_keep, _truncate_prompt
+from corral.runner.slots import _num_keep, _truncate_prompt
 from tests.runner.engine_harness import chat, started_engine, submit
 
 # ---- pure rules ------------------------------------------------------------------------------
