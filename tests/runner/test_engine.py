@@ -82,7 +82,10 @@ def test_num_predict_minus_two_fills_the_context(engine: Any) -> None:
     result = submit(engine, COUNTING, temperature=0, num_predict=-2).wait()
     assert result.final["done_reason"] == "length"
     total = result.final["prompt_eval_count"] + result.final["eval_count"]
-    assert 500 <= total <= 512
+    # the context holds 512; the token sampled when it is full is still emitted (it needs no
+    # room), as Ollama's runner and llama-server do; prompt_eval_count leaves out what came
+    # from the cache, so the lower bound allows for a cached prefix
+    assert 480 <= total <= 513
 
 
 def test_long_prompt_is_truncated_not_failed(engine: Any) -> None:
