@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -40,7 +41,18 @@ class ServerClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.base_url = settings.host.url
-        self._http = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(None, connect=5))
+        # The server's API key (CORRAL_API_KEY) goes with every request; a server with its
+        # own certificate (CORRAL_TLS_CERT, self-signed) is trusted through that file.
+        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        verify: ssl.SSLContext | bool = True
+        if settings.tls_cert is not None and settings.host.scheme == "https":
+            verify = ssl.create_default_context(cafile=str(settings.tls_cert))
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(None, connect=5),
+            headers=headers,
+            verify=verify,
+        )
 
     def close(self) -> None:
         self._http.close()

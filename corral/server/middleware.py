@@ -8,16 +8,27 @@
 - Host (only while listening on a loopback address, where a rebinding attack could reach
   us through a browser): the ``Host`` header must be empty, ``localhost``, this machine's
   name, ``*.localhost``, ``*.local``, ``*.internal``, or a loopback/private/unspecified IP.
+- API key (beyond Ollama; only when ``CORRAL_API_KEY`` is set): every request but
+  ``GET /`` and ``HEAD /`` (the liveness check) and CORS preflights must carry
+  ``Authorization: Bearer <key>`` (the ``ollama`` and ``openai`` clients) or
+  ``x-api-key: <key>`` (Anthropic's); else 401 with a JSON error in the route's dialect.
+  The comparison is in constant time (``hmac.compare_digest`` of SHA-256 digests, so not
+  even the key's length shows).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import hmac
 import ipaddress
+import json
 import socket
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from corral.server.streaming import error_body
 
 __all__ = ["GuardMiddleware", "default_origins"]
 
@@ -59,11 +70,38 @@ def _host_allowed(host_header: str) -> bool:
     return address.is_loopback or address.is_private or address.is_unspecified
 
 
+_UNAUTHORIZED = (
+    "unauthorized: this server needs an API key (Authorization: Bearer <key>, or x-api-key: <key>)"
+)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
+
+
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, *, origins: Iterable[str], check_host: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        origins: Iterable[str],
+        check_host: bool,
+        api_key: str = "",
+    ) -> None:
         self.app = app
         self.origins = tuple(origins)
         self.check_host = check_host
+        self._key_digest = _digest(api_key) if api_key else None
+
+    def _authorized(self, scope: Scope, headers: dict[str, str]) -> bool:
+        if self._key_digest is None:
+            return True
+        if scope["method"] in {"GET", "HEAD"} and scope["path"] == "/":
+            return True
+        scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+        bearer = token.strip() if scheme.lower() == "bearer" else ""
+        given = [bearer, headers.get("x-api-key", "").strip()]
+        return any([hmac.compare_digest(_digest(g), self._key_digest) for g in given if g])
 
     def _origin_allowed(self, origin: str) -> bool:
         return any(fnmatch.fnmatchcase(origin, pattern) for pattern in self.origins)
@@ -78,6 +116,9 @@ class GuardMiddleware:
             return
         origin = headers.get("origin")
         if origin is None:
+            if not self._authorized(scope, headers):
+                await _unauthorized(send, scope["path"], [])
+                return
             await self.app(scope, receive, send)
             return
         if not self._origin_allowed(origin):
@@ -96,6 +137,9 @@ class GuardMiddleware:
             await send({"type": "http.response.start", "status": 204, "headers": cors})
             await send({"type": "http.response.body", "body": b""})
             return
+        if not self._authorized(scope, headers):
+            await _unauthorized(send, scope["path"], cors)
+            return
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -108,3 +152,15 @@ class GuardMiddleware:
 async def _empty(send: Send, status: int) -> None:
     await send({"type": "http.response.start", "status": status, "headers": []})
     await send({"type": "http.response.body", "body": b""})
+
+
+async def _unauthorized(send: Send, path: str, extra: list[tuple[bytes, bytes]]) -> None:
+    body = json.dumps(error_body(path, 401, _UNAUTHORIZED)).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"www-authenticate", b"Bearer"),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": 401, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,11 +1,16 @@
 """``corral serve``: open the store, start the scheduler, listen until a signal arrives.
 
-Shutdown (SIGINT/SIGTERM, handled by uvicorn): stop accepting new connections, let
-responses in flight finish for a grace period of ``SHUTDOWN_GRACE_SECONDS`` (10 s, fixed:
-Ollama has no setting for it either), cancel what is still running after it, then the app's
-lifespan stops every runner. A second SIGINT (Ctrl+C) cuts the grace period short and
-skips that step; runners then exit by themselves, as they do whenever this process dies
+Shutdown (SIGINT/SIGTERM), within ``CORRAL_SHUTDOWN_TIMEOUT`` (2 s by default) from the
+signal to the exit: stop accepting connections and close the idle ones at once; new requests
+on a busy keep-alive connection get 503 ``server shutting down``; requests in flight may
+finish during the first part of the timeout (all of it but ``_STOP_RESERVE``); then each is
+ended, a stream with a last ``{"error": "server shutting down"}`` line (an error event on
+SSE), and the app's lifespan stops every runner in the time left (``drain.py``). A second
+SIGINT (Ctrl+C) cuts the wait short; runners exit by themselves whenever this process dies
 (their stdin pipe closes), so there is no orphan runner even after ``kill -9``.
+
+Security at startup: ``CORRAL_TLS_CERT`` and ``CORRAL_TLS_KEY`` make uvicorn serve HTTPS;
+listening on an address other than loopback without ``CORRAL_API_KEY`` logs a warning.
 
 Every HTTP request is counted by route and outcome (``metrics.RequestOutcomes``, wrapped
 around the app here).
@@ -14,9 +19,13 @@ around the app here).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import signal
 import socket
+import time
+from types import FrameType
 
 import uvicorn
 
@@ -27,16 +36,48 @@ from corral.hardware import Hardware
 from corral.runner.client import RunnerClient, RunnerConfig
 from corral.scheduler import RunnerLike, Scheduler
 from corral.server.app import create_app
+from corral.server.drain import InFlight
 from corral.server.metrics import RequestOutcomes
 from corral.server.routes import Api
 from corral.store import ModelStore
 
-__all__ = ["SHUTDOWN_GRACE_SECONDS", "configure_logging", "run_server"]
+__all__ = ["configure_logging", "run_server"]
 
 logger = logging.getLogger("corral.server")
 
-#: how long responses in flight may take to finish after SIGINT/SIGTERM
-SHUTDOWN_GRACE_SECONDS = 10
+#: of the shutdown timeout, what is kept for ending streams and stopping runners (at most
+#: half of it); requests in flight may finish during the rest
+_STOP_RESERVE = 1.0
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn's server with corral's shutdown (see the module's docstring)."""
+
+    def __init__(self, config: uvicorn.Config, inflight: InFlight, timeout: float) -> None:
+        super().__init__(config)
+        self.inflight = inflight
+        self.timeout = timeout
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        deadline = None if math.isinf(self.timeout) else time.monotonic() + self.timeout
+        reserve = min(_STOP_RESERVE, self.timeout / 2)
+        grace = None if deadline is None else max(0.0, self.timeout - reserve)
+        for server in self.servers:  # no new connections
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()  # idle: closed now; busy: closed after its response
+        if self.force_exit:
+            grace = 0.0
+        await self.inflight.close(grace, deadline=deadline)
+        await super().shutdown(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self.force_exit:  # a second Ctrl+C: end the grace period now
+            with contextlib.suppress(RuntimeError):  # no loop (yet, or any more)
+                asyncio.get_running_loop().call_soon_threadsafe(self.inflight.hurry)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -61,6 +102,24 @@ def _check_port_free(host: str, port: int) -> None:
             ) from exc
 
 
+def _warn_if_open(settings: Settings) -> None:
+    if settings.host.is_loopback:
+        return
+    if not settings.api_key:
+        logger.warning(
+            "listening on %s, which is not loopback, without an API key: anyone who can reach"
+            " this address can use every model and every route (pull, create, delete). Set"
+            " CORRAL_API_KEY, or listen on 127.0.0.1",
+            settings.host.host,
+        )
+    elif settings.tls_cert is None:
+        logger.warning(
+            "listening on %s without TLS: the API key and every prompt cross the network in"
+            " clear text (CORRAL_TLS_CERT and CORRAL_TLS_KEY serve HTTPS)",
+            settings.host.host,
+        )
+
+
 async def run_server(settings: Settings) -> None:
     store = ModelStore(settings.models_dir)
     store.blobs_dir.mkdir(parents=True, exist_ok=True)
@@ -83,29 +142,36 @@ async def run_server(settings: Settings) -> None:
     api: Api = app.state.api
     host, port = settings.host.host, settings.host.port
     _check_port_free(host, port)
+    timeout = settings.shutdown_timeout_seconds
+    tls = settings.tls_cert is not None
     config = uvicorn.Config(
         RequestOutcomes(app, api.metrics),
         host=host,
         port=port,
         log_level="warning",
         access_log=settings.debug > 0,
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        # a backstop: by then every request has been ended (see _Server.shutdown)
+        timeout_graceful_shutdown=None if math.isinf(timeout) else max(1, math.ceil(timeout)),
         lifespan="on",
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, app.state.inflight, timeout)
     # uvicorn handles SIGINT/SIGTERM during serve() and re-raises the signal afterwards so
     # the default action would kill us with -15 after a clean shutdown; these handlers,
     # restored by uvicorn before it re-raises, turn that into a normal exit (status 0).
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     logger.info(
-        "Listening on %s:%d (version %s), models in %s",
+        "Listening on %s:%d%s (version %s), models in %s",
         host,
         port,
+        " (https)" if tls else "",
         __version__,
         settings.models_dir,
     )
     logger.info("server config %s", settings.describe())
+    _warn_if_open(settings)
     try:
         await server.serve()
     finally:

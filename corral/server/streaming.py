@@ -2,7 +2,8 @@
 
 - ``parse_body``: empty body → 400 ``missing request body``; bad JSON → 400 with the
   parser's words; a field of the wrong type → 400 naming the field (Ollama answers with Go's
-  decoder text; we keep the same status and say which field).
+  decoder text; we keep the same status and say which field). Hostile JSON is a 400 too
+  (``api/jsonbody.py``): nesting deeper than 128 levels, a lone surrogate in a string.
 - ``respond``: for ``stream: true`` the first event is awaited *before* any byte is sent, so
   an error there (unknown model, runner failed to load) gets its real status; an error
   after the first byte becomes a final ``{"error": ...}`` line, as Ollama does.
@@ -27,10 +28,21 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from corral.api.jsonbody import check_json_text, load_json
 from corral.errors import BadRequestError, CorralError, RequestCanceledError
 
-__all__ = ["OUTCOME_KEY", "now_rfc3339", "parse_body", "respond", "unless_disconnected"]
+__all__ = [
+    "OUTCOME_KEY",
+    "BodyCheckMiddleware",
+    "error_body",
+    "now_rfc3339",
+    "parse_body",
+    "respond",
+    "send_error",
+    "unless_disconnected",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +54,99 @@ OUTCOME_KEY = "corral.outcome"
 _MAX_BODY = 256 * 1024 * 1024
 
 
+class BodyCheckMiddleware:
+    """Every request body is read here first (up to 256 MiB; blob uploads, which stream to
+    disk, excepted) and refused with a 400 in the route's dialect when it nests too deep or
+    holds a lone surrogate (``api/jsonbody.check_json_text``), whichever route and parser
+    it is for; the route then reads the same bytes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or scope["method"] in {"GET", "HEAD", "OPTIONS"}
+            or path.startswith("/api/blobs/")
+        ):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before its body was in: nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > _MAX_BODY:
+                await send_error(send, path, 400, "request body too large", close=True)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        try:
+            check_json_text(body)
+        except BadRequestError as exc:
+            await send_error(send, path, exc.status, exc.message, close=False)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # from here on: http.disconnect when the client leaves
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def error_body(path: str, status: int, message: str) -> dict[str, Any]:
+    """An error answered outside the routes (shutdown, a crash, a missing API key) as the
+    route's dialect writes one: Ollama's, OpenAI's (``/v1``), Anthropic's (``/v1/messages``)."""
+    if path.startswith("/v1/messages"):
+        kinds = {
+            400: "invalid_request_error",
+            401: "authentication_error",
+            503: "overloaded_error",
+        }
+        return {
+            "type": "error",
+            "error": {"type": kinds.get(status, "api_error"), "message": message},
+        }
+    if path.startswith("/v1/"):
+        kind = {
+            400: "invalid_request_error",
+            401: "invalid_request_error",
+            503: "server_error",
+        }.get(status, "api_error")
+        code = "invalid_api_key" if status == 401 else None
+        return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return {"error": message}
+
+
+async def send_error(send: Send, path: str, status: int, message: str, *, close: bool) -> None:
+    content = json.dumps(error_body(path, status, message)).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(content)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
 async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
     body = await request.body()
     if len(body) > _MAX_BODY:
         raise BadRequestError("request body too large")
     if not body.strip():
         raise BadRequestError("missing request body")
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise BadRequestError(_json_error_text(exc)) from exc
+    data = load_json(body)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -62,15 +157,6 @@ async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
         return model.model_validate(data)
     except ValidationError as exc:
         raise BadRequestError(_validation_text(exc, model.__name__)) from exc
-
-
-def _json_error_text(exc: ValueError) -> str:
-    message = str(exc)
-    if "Expecting value: line 1 column 1" in message:
-        return "invalid character looking for beginning of value"
-    if isinstance(exc, json.JSONDecodeError) and exc.pos >= len(exc.doc.rstrip()):
-        return "unexpected EOF"
-    return f"invalid JSON: {message}"
 
 
 def _json_kind(value: Any) -> str:

@@ -8,11 +8,15 @@ Two kinds of template, as in Ollama:
 - a GGUF Jinja ``tokenizer.chat_template``, used only when there is no Go template.
 
 ``fit_chat_prompt`` drops the oldest messages (never system messages, never the last one)
-until the rendered prompt fits the context window, as Ollama's ``chatPrompt`` does.
+until the rendered prompt fits the context window, as Ollama's ``chatPrompt`` does. It renders
+in a worker thread, so a slow template never stalls the server's event loop; every render is
+bounded in steps, CPU time and size either way (``go/limits.py``, ``jinja.py``), and a
+template past a bound is a ``TemplateError`` (400) naming it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -238,10 +242,16 @@ async def fit_chat_prompt(
     count_tokens: CountTokens,
     think: bool | None = None,
 ) -> str:
-    """Render, dropping the oldest non-system messages until the prompt fits ``num_ctx``."""
+    """Render, dropping the oldest non-system messages until the prompt fits ``num_ctx``.
+
+    Each render runs in a worker thread (``asyncio.to_thread``): off the event loop."""
+
+    async def render(window: Sequence[TemplateMessage]) -> str:
+        return await asyncio.to_thread(template.render, window, tools, think)
+
     if not messages:
-        return template.render([], tools, think)
-    full = template.render(messages, tools, think)
+        return await render([])
+    full = await render(messages)
     if await count_tokens(full) <= num_ctx:
         return full
     systems = [i for i, m in enumerate(messages) if m["Role"] == "system"]
@@ -255,9 +265,9 @@ async def fit_chat_prompt(
     best = last
     while low <= high:
         middle = (low + high) // 2
-        if await count_tokens(template.render(window(middle), tools, think)) <= num_ctx:
+        if await count_tokens(await render(window(middle))) <= num_ctx:
             best = middle
             high = middle - 1
         else:
             low = middle + 1
-    return template.render(window(best), tools, think)
+    return await render(window(best))

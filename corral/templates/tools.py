@@ -15,6 +15,7 @@ given back as content: nothing the model wrote is lost.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,8 +35,12 @@ class ToolFormat:
     suffix: str = ""  # the text after it, dropped from the content
 
 
+@functools.lru_cache(maxsize=64)
 def tool_format(template: PromptTemplate) -> ToolFormat:
-    """How ``template`` writes an assistant tool call; a bare-JSON format when unsure."""
+    """How ``template`` writes an assistant tool call; a bare-JSON format when unsure.
+
+    Learnt once per template (cached): the two renders are then never repeated per request,
+    which matters for a template that runs into its bounds (``TemplateError``: bare JSON)."""
     user = _message("user", "x")
     call = {"Function": {"Name": _SENTINEL, "Arguments": {}}, "ID": ""}
     try:

@@ -31,7 +31,8 @@ Deliberately left out, or different from Go:
     * ``<nil>`` and ``<no value>`` print as the empty string, maps as JSON not ``map[k:v]``.
 
 Untrusted templates must not hang or exhaust the server, so execution is bounded: output size,
-characters built by functions, range iterations, evaluation steps and template call depth.
+characters built by functions, range iterations, evaluation steps, CPU time and template call
+depth.
 Only ``TemplateError`` ever leaves this package; any other exception is wrapped into one.
 
 Modules, each importing only those listed before it: ``limits`` (the bounds), ``lexer``,
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 from corral.templates.go.limits import (
     MAX_BUILT_CHARS,
+    MAX_CPU_SECONDS,
     MAX_ITERATIONS,
     MAX_NESTING,
     MAX_OUTPUT_CHARS,
@@ -53,6 +55,7 @@ from corral.templates.go.template import GoTemplate
 
 __all__ = [
     "MAX_BUILT_CHARS",
+    "MAX_CPU_SECONDS",
     "MAX_ITERATIONS",
     "MAX_NESTING",
     "MAX_OUTPUT_CHARS",

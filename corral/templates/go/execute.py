@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -56,6 +57,7 @@ class Executor:
         self._steps = 0
         self._iterations = 0
         self._depth = 0
+        self._deadline = time.thread_time() + limits.MAX_CPU_SECONDS
 
     def run(self, root: tuple[Node, ...], data: Any) -> str:
         self._names, self._values = ["$"], [data]
@@ -68,6 +70,14 @@ class Executor:
         self._steps += 1
         if self._steps > limits.MAX_STEPS:
             raise EvalError(f"execution took more than {limits.MAX_STEPS} steps")
+        if not self._steps % 256:
+            self._check_time()
+
+    def _check_time(self) -> None:
+        if time.thread_time() > self._deadline:
+            raise EvalError(
+                f"execution took more than {limits.MAX_CPU_SECONDS:g} s of CPU time (the limit)"
+            )
 
     def _emit(self, text: str) -> None:
         self._out_chars += len(text)
@@ -152,6 +162,8 @@ class Executor:
             self._iterations += 1
             if self._iterations > limits.MAX_ITERATIONS:
                 raise EvalError(f"range ran more than {limits.MAX_ITERATIONS} iterations")
+            if not self._iterations % 256:
+                self._check_time()
             self._bind(pipe, base, key, element)
             try:
                 self._walk(node.body, element)

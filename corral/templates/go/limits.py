@@ -15,6 +15,9 @@ MAX_ITERATIONS: Final = 1_000_000
 """Most ``range`` iterations in one render, all loops together."""
 MAX_STEPS: Final = 4_000_000
 """Most nodes and commands evaluated in one render."""
+MAX_CPU_SECONDS: Final = 1.0
+"""Most CPU time (of the rendering thread) one render may use; checked every 256 steps and
+iterations, so a template within the counts above still cannot run for long."""
 MAX_TEMPLATE_DEPTH: Final = 100
 """Deepest chain of ``template`` calls, which is how a template recurses."""
 MAX_NESTING: Final = 100
