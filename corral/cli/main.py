@@ -21,6 +21,8 @@ from corral.cli import _output as output
 from corral.cli.chat import ChatSettings, chat, parse_think
 from corral.cli.client import CliError, ServerClient, ServerDown
 from corral.cli.info import info as info_command
+from corral.cli.launch import CONTEXT as LAUNCH_CONTEXT
+from corral.cli.launch import launch as launch_command
 from corral.cli.repl import OllamaHistory, Repl, history_path, preload
 from corral.cli.show import show_summary
 from corral.config import VARIABLES, Settings
@@ -452,6 +454,7 @@ def cp(
 
 
 app.command("info")(info_command)
+app.command("launch", context_settings=LAUNCH_CONTEXT)(launch_command)
 
 
 @app.command("stop")

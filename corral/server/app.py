@@ -2,11 +2,16 @@
 
 Errors: a ``CorralError`` becomes ``{"error": message}`` with its status; an unknown route
 ``404 page not found`` and a wrong method ``405 method not allowed`` (plain text, as
-Ollama); anything else is a bug, logged with its traceback and answered with a 500.
+Ollama); anything else is a bug, logged with its traceback and answered with a 500 (by
+``drain.InFlightMiddleware``, which keeps the connection usable and, at shutdown, ends every
+request in flight with ``server shutting down``). The lifespan's end stops the runners,
+within what is left of the shutdown timeout (``CORRAL_SHUTDOWN_TIMEOUT``): a runner still
+stopping then exits with the server (its stdin closes).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,10 +26,14 @@ from corral.config import Settings
 from corral.errors import CorralError
 from corral.scheduler import Scheduler
 from corral.server import embed as embed_routes
+from corral.server.anthropic import anthropic_routes
+from corral.server.drain import InFlight, InFlightMiddleware
 from corral.server.manage import Manage
 from corral.server.middleware import GuardMiddleware, default_origins
 from corral.server.openai import OpenAI, openai_errors
+from corral.server.responses import responses_routes
 from corral.server.routes import Api
+from corral.server.streaming import BodyCheckMiddleware
 from corral.store import ModelStore
 
 __all__ = ["create_app"]
@@ -69,12 +78,14 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler) -> S
     api = Api(settings, store, scheduler)
     manage = Manage(settings, store, api.models)
 
+    inflight = InFlight()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            await scheduler.shutdown()
+            await _stop_runners(scheduler, inflight.remaining())
 
     routes = [
         Route("/", api.root, methods=["GET", "HEAD"]),
@@ -95,6 +106,8 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler) -> S
         Route("/api/embeddings", embed_routes.embeddings, methods=["POST"]),
         Route("/metrics", api.metrics.endpoint, methods=["GET"]),
         *_openai_routes(api),
+        *anthropic_routes(api),
+        *responses_routes(api),
     ]
     app = Starlette(
         routes=routes,
@@ -106,9 +119,22 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler) -> S
         },
     )
     app.state.api = api
-    app.add_middleware(
+    app.state.inflight = inflight
+    app.add_middleware(BodyCheckMiddleware)  # hostile JSON is a 400 on every route
+    app.add_middleware(InFlightMiddleware, inflight=inflight)
+    app.add_middleware(  # added last: outermost, so it refuses before anything else runs
         GuardMiddleware,
         origins=default_origins(settings.origins),
         check_host=settings.host.is_loopback,
+        api_key=settings.api_key,
     )
     return app
+
+
+async def _stop_runners(scheduler: Scheduler, seconds: float | None) -> None:
+    """Stop every runner, for at most ``seconds`` (None: as long as it takes)."""
+    try:
+        async with asyncio.timeout(seconds):
+            await scheduler.shutdown()
+    except TimeoutError:
+        logger.warning("runners still stopping at the shutdown timeout: they exit with the server")
