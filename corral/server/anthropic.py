@@ -497,7 +497,8 @@ class Messages:
         req = chat_request(body, thinks=model.template.supports_thinking)
         if req.tools and not model.template.supports_tools:
             raise BadRequestError(f"{model.name.display_long} does not support tools")
-        tools = plan_tools(model.template, req.tools, req.tool_choice).tools
+        planned = await asyncio.to_thread(plan_tools, model.template, req.tools, req.tool_choice)
+        tools = planned.tools
         messages = [m.to_template() for m in req.messages]
         if model.messages:
             history = [Message.model_validate(m) for m in model.messages if "role" in m]
@@ -505,7 +506,9 @@ class Messages:
         if model.system and messages[0]["Role"] != "system":
             messages.insert(0, Message(role="system", content=model.system).to_template())
         think = req.think if model.template.supports_thinking else None
-        prompt = model.template.render(messages, tools, bool(think) if think is not None else None)
+        prompt = await asyncio.to_thread(
+            model.template.render, messages, tools, bool(think) if think is not None else None
+        )
         options = Options.merged(
             model.params,
             validate_options(req.options),

@@ -118,7 +118,8 @@ class Generation:
             raise BadRequestError(f'"{req.model}" does not support chat')
         if req.tools and not model.template.supports_tools:
             raise BadRequestError(f"{model.name.display_long} does not support tools")
-        plan = plan_tools(model.template, req.tools, req.tool_choice)
+        # rendering runs in a worker thread: a template is bounded, but never on the loop
+        plan = await asyncio.to_thread(plan_tools, model.template, req.tools, req.tool_choice)
         think = _think_choice(req.think, req.model, model)
         for message in req.messages:
             if message.images:
@@ -165,8 +166,14 @@ class Generation:
                 if system:
                     messages.append(Message(role="system", content=system).to_template())
                 messages.append(Message(role="user", content=req.prompt).to_template())
-                prompt = _render_generate(
-                    template, messages, req.prompt, system, req.suffix, think.template
+                prompt = await asyncio.to_thread(
+                    _render_generate,
+                    template,
+                    messages,
+                    req.prompt,
+                    system,
+                    req.suffix,
+                    think.template,
                 )
             if req.context:
                 prompt = await _context_text(ref.runner, req.context) + prompt
@@ -223,7 +230,9 @@ class Generation:
                 payload["wrap"] = list(tools.wrap)
             elif tools.opens_call(prompt):
                 # The template itself opened a call: the grammar makes it a valid one.
-                forced = plan_tools(model.template, tools.tools, "required")
+                forced = await asyncio.to_thread(
+                    plan_tools, model.template, tools.tools, "required"
+                )
                 payload["format"] = forced.forced_schema
                 payload["wrap"] = ["", forced.wrap[1]]
             shaper = OutputShaper(model.template, prompt=prompt, think=think.parse, plan=tools)
