@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from corral.api.jsonbody import load_json
 from corral.api.types import (
     ChatRequest,
     GenerateRequest,
@@ -231,8 +232,8 @@ def _messages(raw: list[dict[str, Any]]) -> list[Message]:
             arguments = function.get("arguments") or "{}"
             if isinstance(arguments, str):
                 try:
-                    arguments = json.loads(arguments)
-                except ValueError:
+                    arguments = load_json(arguments)  # hostile nesting, lone surrogates
+                except BadRequestError:
                     raise BadRequestError("invalid tool call arguments") from None
             if not isinstance(arguments, dict):
                 raise BadRequestError("invalid tool call arguments")

@@ -41,6 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from corral.api.jsonbody import load_json
 from corral.api.responses import ResponsesRequest
 from corral.api.types import ChatRequest
 from corral.errors import BadRequestError, NotFoundError
@@ -351,8 +352,8 @@ def _call(item: dict[str, Any], where: str, kind: str) -> dict[str, Any]:
     else:
         raw = item.get("arguments") or "{}"
         try:
-            arguments = json.loads(raw) if isinstance(raw, str) else raw
-        except ValueError:
+            arguments = load_json(raw) if isinstance(raw, str) else raw
+        except BadRequestError:
             raise BadRequestError(f"{where}.arguments: not valid JSON") from None
         if not isinstance(arguments, dict):
             raise BadRequestError(f"{where}.arguments: expected a JSON object")

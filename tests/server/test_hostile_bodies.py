@@ -123,3 +123,28 @@ async def test_a_body_past_the_size_limit_is_refused_without_being_kept(
     response = await client.post("/api/generate", content=b" " * 2000)
     assert response.status_code == 400
     assert response.json() == {"error": "request body too large"}
+
+
+def test_hostile_tool_call_arguments_are_a_400_not_a_500() -> None:
+    """JSON hidden inside a JSON string (OpenAI's tool-call ``arguments``) gets the same
+    checks as a body: nesting and lone surrogates were a 500 there."""
+    from corral.api.openai import ChatCompletionRequest, chat_request
+    from corral.errors import BadRequestError
+    from corral.server.responses import _call
+
+    for arguments in ("[" * 100_000 + "]" * 100_000, '{"a": "\\ud800"}', "{oops"):
+        body = ChatCompletionRequest(
+            model="m",
+            messages=[
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": arguments}}],
+                }
+            ],
+        )
+        with pytest.raises(BadRequestError, match="invalid tool call arguments"):
+            chat_request(body)
+        item = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": arguments}
+        with pytest.raises(BadRequestError, match="arguments: not valid JSON"):
+            _call(item, "input[0]", "function_call")
