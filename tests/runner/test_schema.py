@@ -1200,3 +1200,21 @@ def test_model_output_follows_the_schema() -> None:
     assert list(value) == ["name", "age", "pet", "tags", "born"]
     assert schema_valid(schema, value) is not False
     datetime.date.fromisoformat(value["born"])
+
+
+def test_property_names_that_only_say_string_are_accepted() -> None:
+    """zod writes records as ``propertyNames: {type: string}`` (Claude Code's tool schemas):
+    it constrains nothing every JSON key is not already, so it compiles; a real constraint on
+    names stays unsupported."""
+    for names in (True, {}, {"type": "string"}, {"type": "string", "description": "a key"}):
+        schema = {
+            "type": "object",
+            "propertyNames": names,
+            "additionalProperties": {"type": "integer"},
+        }
+        grammar = Gbnf(schema_to_grammar(schema))
+        assert grammar.matches('{"a": 1, "b": 2}')
+        assert not grammar.matches('{"a": "x"}')
+    for names in ({"pattern": "^[a-z]+$"}, {"type": "string", "maxLength": 3}, False):
+        with pytest.raises(SchemaError, match="'propertyNames' keyword is not supported"):
+            schema_to_grammar({"type": "object", "propertyNames": names})

@@ -44,9 +44,20 @@ def as_schema(schema: object) -> dict[str, Any]:
         if not isinstance(key, str):
             raise SchemaError(f"schema keys must be strings, not {type(key).__name__}")
     for key in UNSUPPORTED:
-        if key in schema:
+        if key in schema and not (key == "propertyNames" and _any_key(schema[key])):
             raise SchemaError(f"the {key!r} keyword is not supported")
     return schema
+
+
+def _any_key(names: object) -> bool:
+    """Whether a ``propertyNames`` schema only says what every key already is: a string
+    (``true``, ``{}``, ``{"type": "string"}``, as zod writes records). Such a schema
+    constrains nothing and is accepted; any other is not supported."""
+    if names is True:
+        return True
+    if not isinstance(names, dict):
+        return False
+    return all(key not in KEYWORDS or (key == "type" and names[key] == "string") for key in names)
 
 
 def constraints(schema: dict[str, Any], *skip: str) -> bool:

@@ -46,7 +46,8 @@ object or boolean, malformed keyword values, an unknown ``type``, ``$ref`` that 
 JSON pointer or points nowhere, a ``$ref`` cycle that passes through no object or array,
 unsatisfiable parts (``false``, empty ``enum``, ``minLength`` > ``maxLength``, ...),
 ``not`` / ``if`` / ``dependentSchemas`` / ``dependentRequired`` / ``dependencies`` /
-``patternProperties`` / ``propertyNames`` / ``contains`` / ``unevaluatedItems`` /
+``patternProperties`` / ``propertyNames`` (but for one that only says keys are strings, as
+zod writes records) / ``contains`` / ``unevaluatedItems`` /
 ``$dynamicRef``, a ``pattern`` outside the subset (or combined with length bounds), conflicting
 ``allOf`` parts, and hostile sizes: nesting deeper than 64, more than 100,000 schema nodes
 visited, 10,000 rules or 1,000,000 characters of grammar, minimums above 4096 repetitions.
