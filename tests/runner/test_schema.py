@@ -1206,7 +1206,8 @@ def test_property_names_that_only_say_string_are_accepted() -> None:
     """zod writes records as ``propertyNames: {type: string}`` (Claude Code's tool schemas):
     it constrains nothing every JSON key is not already, so it compiles; a real constraint on
     names stays unsupported."""
-    for names in (True, {}, {"type": "string"}, {"type": "string", "description": "a key"}):
+    accepted: list[object] = [True, {}, {"type": "string"}, {"type": "string", "description": "k"}]
+    for names in accepted:
         schema = {
             "type": "object",
             "propertyNames": names,
@@ -1215,6 +1216,7 @@ def test_property_names_that_only_say_string_are_accepted() -> None:
         grammar = Gbnf(schema_to_grammar(schema))
         assert grammar.matches('{"a": 1, "b": 2}')
         assert not grammar.matches('{"a": "x"}')
-    for names in ({"pattern": "^[a-z]+$"}, {"type": "string", "maxLength": 3}, False):
+    refused: list[object] = [{"pattern": "^[a-z]+$"}, {"type": "string", "maxLength": 3}, False]
+    for names in refused:
         with pytest.raises(SchemaError, match="'propertyNames' keyword is not supported"):
             schema_to_grammar({"type": "object", "propertyNames": names})
