@@ -12,6 +12,7 @@ they can be, and mapped to statuses in ``app.py``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
@@ -36,6 +37,8 @@ from corral.server.streaming import now_rfc3339, parse_body, respond
 from corral.templates.prompt import PromptTemplate, fit_chat_prompt
 
 __all__ = ["Generation", "merge_chat", "merge_generate"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,9 +216,31 @@ class Generation:
                     tokenized[text] = await runner.tokenize(text, add_special=True)
                 return len(tokenized[text])
 
+            num_ctx = ref.config.num_ctx
+            cut: list[int] = []
             prompt = await fit_chat_prompt(
-                model.template, messages, tools.tools, ref.config.num_ctx, count, think.template
+                model.template,
+                messages,
+                tools.tools,
+                num_ctx,
+                count,
+                think.template,
+                dropped=cut.append,
             )
+            if cut:  # agents send tens of thousands of tokens of system prompt and tools
+                size = len(tokenized[prompt]) if prompt in tokenized else await count(prompt)
+                logger.warning(
+                    "the chat for %s does not fit its context (num_ctx %d): dropped the %d"
+                    " oldest of %d messages%s",
+                    model.name.display_short,
+                    num_ctx,
+                    cut[0],
+                    len(messages),
+                    f"; the rest is still {size} tokens, so the runner cuts the middle"
+                    " of the prompt (num_keep and the end kept)"
+                    if size > num_ctx
+                    else "",
+                )
             payload: dict[str, Any] = {
                 "prompt": prompt,
                 "options": prepared.options.sampling(),

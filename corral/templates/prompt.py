@@ -241,8 +241,11 @@ async def fit_chat_prompt(
     num_ctx: int,
     count_tokens: CountTokens,
     think: bool | None = None,
+    *,
+    dropped: Callable[[int], None] | None = None,
 ) -> str:
-    """Render, dropping the oldest non-system messages until the prompt fits ``num_ctx``.
+    """Render, dropping the oldest non-system messages until the prompt fits ``num_ctx``;
+    ``dropped`` hears how many were dropped when any were.
 
     Each render runs in a worker thread (``asyncio.to_thread``): off the event loop."""
 
@@ -270,4 +273,6 @@ async def fit_chat_prompt(
             high = middle - 1
         else:
             low = middle + 1
+    if dropped is not None:
+        dropped(sum(1 for i in range(best) if i not in systems))
     return await render(window(best))

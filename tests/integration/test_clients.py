@@ -339,3 +339,8 @@ def test_open_webui_tools_longer_than_the_context(
     assert final["done"] is True
     assert 3000 < final["prompt_eval_count"] <= 4096
     assert httpx.get(server.url + "/", timeout=5).status_code == 200
+    # and the log says what was cut (the two older messages; the tools alone overflow)
+    assert (
+        f"the chat for {MODEL} does not fit its context (num_ctx 4096): dropped the 2 oldest"
+        " of 3 messages; the rest is still"
+    ) in server.log_path.read_text()

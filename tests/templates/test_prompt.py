@@ -426,8 +426,16 @@ async def test_fit_returns_the_full_prompt_when_it_fits() -> None:
 )
 async def test_fit_drops_oldest_messages(num_ctx: int, kept: list[int]) -> None:
     messages = _conversation()
-    prompt = await fit_chat_prompt(CHATML, messages, None, num_ctx, count_words)
+    dropped: list[int] = []
+    prompt = await fit_chat_prompt(
+        CHATML, messages, None, num_ctx, count_words, dropped=dropped.append
+    )
     assert prompt == CHATML.render([messages[i] for i in kept])
+    systems = sum(1 for m in messages if m["Role"] == "system")
+    # told how many went (what the server's warning says), and only when any did
+    assert dropped == ([len(messages) - len(kept)] if len(kept) < len(messages) else [])
+    assert all(i in kept for i in range(len(messages)) if messages[i]["Role"] == "system")
+    assert systems >= 1
 
 
 async def test_fit_keeps_system_messages_anywhere() -> None:
