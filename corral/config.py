@@ -181,6 +181,9 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     shutdown_timeout_seconds: float = 2.0
+    #: a runner with work that sends nothing for this long and does not answer a health
+    #: check is killed (a frozen or stopped process); 0 turns the watchdog off
+    runner_stall_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -214,6 +217,7 @@ class Settings:
             tls_cert=reader.path("CORRAL_TLS_CERT"),
             tls_key=reader.path("CORRAL_TLS_KEY"),
             shutdown_timeout_seconds=reader.duration("CORRAL_SHUTDOWN_TIMEOUT", 2.0),
+            runner_stall_seconds=reader.duration("CORRAL_RUNNER_STALL_TIMEOUT", 30.0),
         )
 
     def describe(self) -> dict[str, str]:
@@ -363,5 +367,11 @@ VARIABLES: tuple[VariableSpec, ...] = (
         "shutdown_timeout_seconds",
         "2s",
         "Most time from SIGTERM to exit (open streams end)",
+    ),
+    VariableSpec(
+        "CORRAL_RUNNER_STALL_TIMEOUT",
+        "runner_stall_seconds",
+        "30s",
+        "Kill a busy runner silent this long and deaf to health checks (0: never)",
     ),
 )

@@ -124,6 +124,7 @@ EACH_VARIABLE: list[tuple[str, str, str, Any]] = [
     ("CORRAL_TLS_CERT", "/etc/corral/cert.pem", "tls_cert", Path("/etc/corral/cert.pem")),
     ("CORRAL_TLS_KEY", "/etc/corral/key.pem", "tls_key", Path("/etc/corral/key.pem")),
     ("CORRAL_SHUTDOWN_TIMEOUT", "500ms", "shutdown_timeout_seconds", 0.5),
+    ("CORRAL_RUNNER_STALL_TIMEOUT", "1m", "runner_stall_seconds", 60.0),
 ]
 
 

@@ -19,12 +19,13 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -36,6 +37,7 @@ from corral.runner.settings import LoadSettings
 
 __all__ = ["RunnerClient", "RunnerConfig", "RunnerEmbeddings"]
 
+_T = TypeVar("_T")
 logger = logging.getLogger(__name__)
 
 _ERROR_MARKERS = ("error:", "error ", "CUDA error", "cudaMalloc failed", '"ERR"', "failed")
@@ -66,10 +68,17 @@ class RunnerClient:
         self._stderr_task: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
         self._oom = OomCounter()
+        self.stall_timeout = 0.0  # the watchdog's patience (0 or infinite: off)
+        self._frozen = ""  # why the watchdog killed it, if it did
 
     @classmethod
     async def start(
-        cls, config: LoadSettings, *, load_timeout: float, extra_env: dict[str, str] | None = None
+        cls,
+        config: LoadSettings,
+        *,
+        load_timeout: float,
+        stall_timeout: float = 0.0,
+        extra_env: dict[str, str] | None = None,
     ) -> RunnerClient:
         # OpenMP workers spin ~300k iterations after each step by default; spinning threads
         # of one runner steal the cores another runner decodes on (with the decode lock,
@@ -97,6 +106,7 @@ class RunnerClient:
         except OSError as exc:
             raise RunnerError(f"error starting the llama runner: {exc}") from exc
         runner = cls(config, process)
+        runner.stall_timeout = stall_timeout
         runner._stderr_task = asyncio.create_task(runner._read_stderr())
         try:
             await runner._wait_until_running(load_timeout)
@@ -228,7 +238,7 @@ class RunnerClient:
                     if response.status_code == 400:
                         raise BadRequestError(text)
                     raise RunnerError(text)
-                async for line in response.aiter_lines():
+                async for line in self._watched(response.aiter_lines()):
                     if not line:
                         continue
                     event = json.loads(line)
@@ -242,6 +252,76 @@ class RunnerClient:
         except httpx.HTTPError as exc:
             raise await self._died(exc) from exc
         raise await self._died(None)
+
+    async def _watched(self, lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
+        """``lines``, watched: when the runner sends nothing for ``stall_timeout`` seconds
+        it is asked for its health (a long prompt keeps it silent but answering); one that
+        does not answer is frozen (stopped, hung in native code) and is killed, so no
+        request waits on it forever and the CPU turn it may hold is released."""
+        if not self.stall_timeout or math.isinf(self.stall_timeout):
+            async for line in lines:
+                yield line
+            return
+        iterator = aiter(lines)
+        pending: asyncio.Future[str] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(iterator))
+                # wait without cancelling the read: a busy runner's stream must stay whole
+                done, _ = await asyncio.wait({pending}, timeout=self.stall_timeout)
+                if not done:
+                    if await self._answers():
+                        continue
+                    raise await self._kill_frozen()
+                ready, pending = pending, None
+                try:
+                    line = ready.result()
+                except StopAsyncIteration:
+                    return
+                yield line
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+
+    async def _guarded(self, call: Awaitable[_T]) -> _T:
+        """``call`` under the same watchdog as a stream: one answer that takes longer than
+        ``stall_timeout`` is fine while the runner answers health checks."""
+        if not self.stall_timeout or math.isinf(self.stall_timeout):
+            return await call
+        task = asyncio.ensure_future(call)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.stall_timeout)
+                if done:
+                    return task.result()
+                if not await self._answers():
+                    raise await self._kill_frozen()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _answers(self) -> bool:
+        """Whether the runner answers a health check within a few seconds (busy counts)."""
+        if not self.alive:
+            return False
+        return bool(await self._health_once())
+
+    async def _kill_frozen(self) -> RunnerError:
+        self._frozen = (
+            f"stopped by corral: no output for {self.stall_timeout:g} s and no answer to a"
+            " health check (a frozen or stopped process); the model loads again on the next"
+            " request"
+        )
+        logger.warning("runner %d %s", self.process.pid, self._frozen)
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        await self._wait_exit(5.0)
+        return RunnerError(f"model runner stopped responding: {self._frozen}")
 
     async def _died(self, exc: Exception | None) -> RunnerError:
         await self._wait_exit(0.5)
@@ -265,9 +345,10 @@ class RunnerClient:
     def exit_status(self) -> str:
         """How the process ended: ``exit status N`` or ``killed by signal N (NAME)``, with
         what that means where it says something (see ``corral.runner.diagnose``)."""
-        return explain(
+        said = explain(
             self.process.returncode, list(self._stderr_tail), oom_killed=self._oom.fired()
         )
+        return f"{said}: {self._frozen}" if self._frozen and self.process.returncode else said
 
     async def exited(self) -> str:
         """Wait until the process ends (the scheduler's watcher awaits this); say how, with
@@ -307,7 +388,7 @@ class RunnerClient:
         if num_ctx is not None:
             payload["num_ctx"] = num_ctx  # inputs longer than this are cut (or refused)
         try:
-            response = await self._http.post("/embed", json=payload, timeout=None)
+            response = await self._guarded(self._http.post("/embed", json=payload, timeout=None))
         except httpx.HTTPError as exc:
             raise await self._died(exc) from exc
         if response.status_code != 200:

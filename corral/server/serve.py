@@ -130,7 +130,11 @@ async def run_server(settings: Settings) -> None:
             logger.info("pruned %d unused blobs", removed)
 
     async def start_runner(config: RunnerConfig) -> RunnerLike:
-        return await RunnerClient.start(config, load_timeout=settings.load_timeout_seconds)
+        return await RunnerClient.start(
+            config,
+            load_timeout=settings.load_timeout_seconds,
+            stall_timeout=settings.runner_stall_seconds,
+        )
 
     # Discovery before listening, as Ollama's GetGPUInfo: one line per compute device.
     hardware = Hardware(settings)
