@@ -132,6 +132,14 @@ def parse_host(raw: str | None) -> HostPort:
         {"http": 80, "https": 443}.get(scheme, DEFAULT_PORT) if had_scheme else DEFAULT_PORT
     )
     host = parts.hostname or "127.0.0.1"
+    if not had_scheme and text[len("http://") :].isdigit():
+        # Ollama too reads a bare number as a host name, not a port, and then fails to
+        # bind it with an unrelated error: name the variable and the fix instead.
+        raise ValueError(
+            f"OLLAMA_HOST={raw!r}: a bare number is a host name, not a port;"
+            f" to listen on port {text[len('http://') :]} write"
+            f" OLLAMA_HOST=127.0.0.1:{text[len('http://') :]}"
+        )
     bare = parts.netloc.strip("[]")
     if ":" in bare and _is_ip_address(bare):  # a bare IPv6 address, no port (like Go)
         return HostPort(scheme, str(ipaddress.ip_address(bare)), default_port)

@@ -163,7 +163,8 @@ class RegistryError(CorralError):
     """A registry refused, failed, or could not be reached; ``unreachable`` says which.
 
     ``status`` is 500 unless the registry's answer says otherwise (401 for a refused login,
-    404 for a manifest that is not there): the instance carries the status it was given.
+    404 for a manifest that is not there) or it could not be reached (502, an upstream
+    failure): the instance carries the status it was given.
     """
 
     status = 500

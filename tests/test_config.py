@@ -249,3 +249,19 @@ def test_with_changes_replaces_only_the_named_fields() -> None:
     assert base.num_parallel == 0
     with pytest.raises(TypeError):
         base.with_changes(no_such_setting=1)
+
+
+@pytest.mark.parametrize("raw", ["34637", " 11434 ", '"8080"'])
+def test_a_bare_number_is_refused_naming_the_variable(raw: str) -> None:
+    # Ollama reads a bare number as a host name (never a port), so binding it fails with an
+    # unrelated "address already in use" or "cannot assign": the error names the variable.
+    port = raw.strip().strip('"')
+    with pytest.raises(ValueError, match=f"OLLAMA_HOST=.*127.0.0.1:{port}"):
+        parse_host(raw)
+    with pytest.raises(ValueError, match="OLLAMA_HOST"):
+        Settings.from_env({"OLLAMA_HOST": raw})
+
+
+def test_a_number_with_a_port_or_scheme_is_still_a_host() -> None:
+    assert parse_host("34637:1") == Host("http", "34637", 1)
+    assert parse_host("http://34637") == Host("http", "34637", 80)

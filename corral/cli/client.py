@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import typer
 
+from corral.cli import _output as output
 from corral.config import Settings
 
 __all__ = ["CliError", "ServerClient", "ServerDown"]
@@ -167,3 +169,13 @@ def _error_text(response: httpx.Response) -> str:
         error = data["error"]
         return str(error.get("message", error)) if isinstance(error, dict) else str(error)
     return f"HTTP {response.status_code}"
+
+
+def env_settings() -> Settings:
+    """The settings from the environment, or the CLI's one-line error and exit 1 for a
+    variable that cannot be used (``OLLAMA_HOST=34637``)."""
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        output.err(f"Error: {exc}")
+        raise typer.Exit(1) from None

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from corral.cli import _output as output
-from corral.config import Settings
+from corral.cli.client import env_settings
 from corral.engine.probe import engine_report
 from corral.hardware import Hardware, SystemInfo
 
@@ -32,7 +32,7 @@ def info(
 
     Examples: corral info; corral info --json | jq '.devices[0].free_bytes'
     """
-    hardware = Hardware(Settings.from_env())
+    hardware = Hardware(env_settings())
     try:
         system = hardware.discover()
         errors = hardware.errors

@@ -33,8 +33,8 @@ from typing import Annotated, Any
 import typer
 
 from corral.cli import _output as output
-from corral.cli.client import CliError, ServerClient
-from corral.config import HostPort, Settings
+from corral.cli.client import CliError, ServerClient, env_settings
+from corral.config import HostPort
 
 __all__ = ["CONTEXT", "AgentLaunch", "agent_launch", "connectable_url", "launch"]
 
@@ -170,7 +170,7 @@ def launch(
     Examples: corral launch claude --model qwen3:8b; corral launch codex --config;
     corral launch claude -- -p "Say hi"
     """
-    settings = Settings.from_env()
+    settings = env_settings()
     url = connectable_url(settings.host)
     plan = agent_launch(agent, url, model, list(ctx.args), api_key=settings.api_key)
     if config:

@@ -19,7 +19,7 @@ import typer
 from corral import __version__
 from corral.cli import _output as output
 from corral.cli.chat import ChatSettings, chat, parse_think
-from corral.cli.client import CliError, ServerClient, ServerDown
+from corral.cli.client import CliError, ServerClient, ServerDown, env_settings
 from corral.cli.info import info as info_command
 from corral.cli.launch import CONTEXT as LAUNCH_CONTEXT
 from corral.cli.launch import launch as launch_command
@@ -45,7 +45,7 @@ app = typer.Typer(
 
 
 def _settings() -> Settings:
-    return Settings.from_env()
+    return env_settings()
 
 
 def _version_callback(value: bool) -> None:

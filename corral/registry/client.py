@@ -100,7 +100,7 @@ class RegistryClient:
             try:
                 response = await self.http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                raise unreachable(self.base_url, exc) from exc
+                raise unreachable(method, str(request.url), exc) from exc
             challenge = response.headers.get("www-authenticate", "")
             if response.status_code != 401 or attempt or not challenge.lower().startswith("bearer"):
                 return response
@@ -117,7 +117,7 @@ class RegistryClient:
         try:
             response = await self.http.get(realm, params=params, follow_redirects=False)
         except httpx.TransportError as exc:
-            raise unreachable(realm, exc) from exc
+            raise unreachable("GET", realm, exc) from exc
         if response.status_code != 200:
             raise RegistryError("unauthorized: access denied", status=401)
         try:
@@ -166,5 +166,38 @@ def _go_quote(text: str) -> str:
     return json.dumps(text)
 
 
-def unreachable(where: str, exc: Exception) -> RegistryError:
-    return RegistryError(f"cannot reach {where}: {exc or type(exc).__name__}", unreachable=True)
+def unreachable(method: str, url: str, exc: Exception) -> RegistryError:
+    """A registry that could not be reached: 502 (an upstream failure), in Go's words.
+
+    Ollama's message is Go's ``*url.Error``: ``Get "<url>": dial tcp <host:port>: connect:
+    connection refused`` (``dial tcp: lookup <host>: no such host`` for an unknown name).
+    """
+    return RegistryError(
+        f"{method.capitalize()} {_go_quote(url)}: {_dial_reason(url, exc)}",
+        unreachable=True,
+        status=502,
+    )
+
+
+def _dial_reason(url: str, exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    lowered = text.lower()
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = 443 if parts.scheme == "https" else 80
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if isinstance(exc, httpx.ConnectError):
+        if "refused" in lowered or "all connection attempts failed" in lowered:
+            return f"dial tcp {address}: connect: connection refused"
+        if any(
+            s in lowered
+            for s in ("name or service not known", "nodename nor servname", "name resolution")
+        ):
+            return f"dial tcp: lookup {host}: no such host"
+        return f"dial tcp {address}: {text}"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"dial tcp {address}: i/o timeout"
+    return text

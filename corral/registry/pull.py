@@ -134,9 +134,17 @@ async def _pull_pinned(
 
 
 async def _fetch_manifest(client: RegistryClient, name: Name) -> bytes:
-    response = await client.request(
-        "GET", client.url(f"manifests/{name.tag}"), headers={"Accept": _ACCEPT}, stream=True
-    )
+    try:
+        response = await client.request(
+            "GET", client.url(f"manifests/{name.tag}"), headers={"Accept": _ACCEPT}, stream=True
+        )
+    except RegistryError as exc:
+        if not exc.unreachable:
+            raise
+        # Ollama: "pull model manifest: Get \"https://...\": dial tcp ...: connection refused"
+        raise RegistryError(
+            f"pull model manifest: {exc.message}", unreachable=True, status=exc.status
+        ) from exc
     if response.status_code == 404:
         await response.aclose()
         raise RegistryError("pull model manifest: file does not exist", status=404)
@@ -149,7 +157,7 @@ async def _fetch_manifest(client: RegistryClient, name: Name) -> bytes:
             if len(body) > MAX_MANIFEST_BYTES:
                 raise StoreError("invalid manifest: too large")
     except httpx.HTTPError as exc:
-        raise unreachable(client.base_url, exc) from exc
+        raise unreachable("GET", str(response.request.url), exc) from exc
     finally:
         await response.aclose()
     return bytes(body)
@@ -328,7 +336,11 @@ class _BlobDownload:
                     continue  # progress was made: that try does not count against the part
             message = last.message if isinstance(last, CorralError) else str(last)
             unreachable_ = isinstance(last, RegistryError) and last.unreachable
-            raise RegistryError(f"max retries exceeded: {message}", unreachable=unreachable_)
+            raise RegistryError(
+                f"max retries exceeded: {message}",
+                unreachable=unreachable_,
+                status=502 if unreachable_ else 500,
+            )
 
     async def _part(self, fd: int, part: _Part) -> None:
         first = part.start + part.done

@@ -128,7 +128,7 @@ async def _patch(
     try:
         response = await client.http.patch(location, content=body(), headers=headers)
     except httpx.TransportError as exc:
-        raise unreachable(client.base_url, exc) from exc
+        raise unreachable("PATCH", location, exc) from exc
     if response.status_code >= 400:
         raise await client.status_error(response)
     return _next_location(client, response, location)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.api.options import validate_options
-from corral.errors import InvalidNameError, ModelNotFoundError, StoreError
+from corral.errors import BadRequestError, InvalidNameError, ModelNotFoundError, StoreError
 from corral.gguf import ArraySummary, GGUFInfo, format_parameter_count, read_gguf
 from corral.modelfile import Command, Modelfile, format_modelfile
 from corral.scheduler import ModelSpec
@@ -43,8 +43,24 @@ logger = logging.getLogger(__name__)
 
 
 def parse_name(raw: str) -> Name:
+    """A name for the routes that write or transfer (pull, push, create, copy, delete).
+
+    A ``name@sha256:...`` is refused there (400): it pins one exact manifest, which those
+    routes cannot honour, and dropping it silently would act on whatever the tag holds.
+    """
+    name, digest = parse_reference(raw)
+    if digest is not None:
+        raise BadRequestError(
+            f"invalid model name {raw!r}: a digest (@sha256:...) is accepted only to use a"
+            " model already here, not to pull, push, create, copy or delete one"
+        )
+    return name
+
+
+def parse_reference(raw: str) -> tuple[Name, str | None]:
+    """A name and its ``@digest`` (normalised) or None; 400 for anything malformed."""
     try:
-        return Name.parse(raw)
+        return Name.parse_reference(raw)
     except InvalidNameError:
         raise
     except Exception as exc:  # pragma: no cover - the parser raises only InvalidNameError
@@ -180,7 +196,7 @@ class ModelCatalog:
 
     def resolve(self, raw: str) -> ResolvedModel:
         """Blocking (file reads): call through ``asyncio.to_thread``."""
-        name = parse_name(raw)
+        name, digest = parse_reference(raw)
         found = self.store.find(name)
         if found is None:
             raise ModelNotFoundError(raw)
@@ -188,6 +204,9 @@ class ModelCatalog:
             entry = self.store.get(found)
         except ModelNotFoundError:
             raise ModelNotFoundError(raw) from None
+        if digest is not None and digest.removeprefix("sha256:") != entry.digest:
+            # name@digest is that exact manifest: another one under the tag is not it
+            raise ModelNotFoundError(raw)
         cached = self._cache.get(entry.digest)
         if cached is not None and cached.name == found:
             return cached

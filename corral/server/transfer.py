@@ -49,6 +49,7 @@ class Transfers:
         self.store = store
         self._pulls: dict[_Key, asyncio.Task[None]] = {}
         self._listeners: dict[_Key, list[asyncio.Queue[Event | BaseException | None]]] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- pull -----------------------------------------------------------------------
 
@@ -79,19 +80,34 @@ class Transfers:
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
         async def run() -> None:
+            # Its failure goes to the client through the queue, never out of the task: a
+            # task that raises while nobody awaits it (the stream ended at that very error,
+            # or the client left) is logged as "Task exception was never retrieved".
             try:
                 await asyncio.to_thread(pull_bundled, self.store, name, bundled, report)
-            except BaseException as exc:
+            except CorralError as exc:
                 queue.put_nowait(exc)
-                raise
+            except OSError as exc:  # a full disk, a read-only store
+                logger.warning("pull of %s failed: %s", name.display_short, exc)
+                queue.put_nowait(
+                    StoreError(f"pull failed: cannot write to the store: {exc.strerror or exc}")
+                )
+            except Exception as exc:
+                logger.exception("pull of %s failed", name.display_short)
+                queue.put_nowait(StoreError(f"pull failed: {exc}"))
             finally:
                 queue.put_nowait(None)
 
         task = asyncio.create_task(run())
-        async for event in _coalesce(_drain(queue)):
-            yield event
-        with contextlib.suppress(BaseException):
-            await task
+        try:
+            async for event in _coalesce(_drain(queue)):
+                yield event
+        finally:
+            # The import runs in a thread that cannot be stopped: let it finish on its own
+            # (the store stays consistent), keeping a reference until it does.
+            if not task.done():
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
     async def registry_events(
         self, name: Name, insecure: bool, bundled: BundledModel | None

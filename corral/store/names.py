@@ -97,17 +97,28 @@ class Name:
     def parse(cls, raw: str) -> Name:
         """Parse ``[scheme://][host/][namespace/]model[:tag][@digest]``, filling defaults.
 
-        A digest suffix is validated and then dropped (the store addresses manifests by
-        name). Raises :class:`InvalidNameError` for anything outside the grammar.
+        A digest suffix is validated and then dropped: callers that must honour it use
+        :meth:`parse_reference`. Raises :class:`InvalidNameError` for anything outside the
+        grammar.
+        """
+        return cls.parse_reference(raw)[0]
+
+    @classmethod
+    def parse_reference(cls, raw: str) -> tuple[Name, str | None]:
+        """Like :meth:`parse`, with the ``@digest`` suffix (``sha256:<hex>``) or None.
+
+        The digest names one exact manifest (the sha256 of its bytes, the ID ``list``
+        shows), so a caller must check it rather than fall back to whatever the tag holds.
         """
         if not isinstance(raw, str) or not raw or not raw.isascii():
             raise InvalidNameError()
         s = raw
+        digest: str | None = None
         cut = _cut_last(s, "@")
         if cut is not None:
-            s, digest = cut
+            s, suffix = cut
             try:
-                parse_digest(digest)
+                digest = parse_digest(suffix)
             except InvalidDigestError:
                 raise InvalidNameError() from None
 
@@ -133,7 +144,7 @@ class Name:
                         host = host[len(scheme) :]
                         break
         # Anything left malformed (a "/" in host, "." in namespace, ...) fails here.
-        return cls(host, namespace, model, tag)
+        return cls(host, namespace, model, tag), digest
 
     @property
     def display_long(self) -> str:

@@ -166,3 +166,13 @@ def _check_safe(name: Name) -> None:
         assert part not in (".", "..")
         assert not any(c in part for c in "/\\\x00")
         assert part.isascii()
+
+
+def test_parse_reference_keeps_the_digest() -> None:
+    hexa = "AB" * 32
+    name, digest = Name.parse_reference(f"smollm2:135m@sha256:{hexa}")
+    assert name == Name.parse("smollm2:135m")
+    assert digest == "sha256:" + hexa.lower()
+    assert Name.parse_reference("smollm2:135m") == (Name.parse("smollm2:135m"), None)
+    with pytest.raises(InvalidNameError):
+        Name.parse_reference("smollm2@sha256:000")
