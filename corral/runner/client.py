@@ -23,9 +23,9 @@ import math
 import os
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import numpy as np
@@ -37,7 +37,6 @@ from corral.runner.settings import LoadSettings
 
 __all__ = ["RunnerClient", "RunnerConfig", "RunnerEmbeddings"]
 
-_T = TypeVar("_T")
 logger = logging.getLogger(__name__)
 
 _ERROR_MARKERS = ("error:", "error ", "CUDA error", "cudaMalloc failed", '"ERR"', "failed")
@@ -231,14 +230,18 @@ class RunnerClient:
         """Stream the runner's NDJSON events; closing the iterator cancels the generation."""
         assert self._http is not None
         try:
-            async with self._http.stream("POST", "/completion", json=payload) as response:
+            async with (
+                self._watchdog() as beat,
+                self._http.stream("POST", "/completion", json=payload) as response,
+            ):
                 if response.status_code != 200:
                     body = await response.aread()
                     text = _error_text(body) or f"runner answered {response.status_code}"
                     if response.status_code == 400:
                         raise BadRequestError(text)
                     raise RunnerError(text)
-                async for line in self._watched(response.aiter_lines()):
+                async for line in response.aiter_lines():
+                    beat()
                     if not line:
                         continue
                     event = json.loads(line)
@@ -253,57 +256,42 @@ class RunnerClient:
             raise await self._died(exc) from exc
         raise await self._died(None)
 
-    async def _watched(self, lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
-        """``lines``, watched: when the runner sends nothing for ``stall_timeout`` seconds
-        it is asked for its health (a long prompt keeps it silent but answering); one that
-        does not answer is frozen (stopped, hung in native code) and is killed, so no
-        request waits on it forever and the CPU turn it may hold is released."""
+    @contextlib.asynccontextmanager
+    async def _watchdog(self) -> AsyncIterator[Callable[[], None]]:
+        """Watch one call to the runner; the caller beats (the callable it is given) on every
+        sign of progress. When ``stall_timeout`` seconds pass without a beat, the runner is
+        asked for its health (a long prompt keeps it silent but answering); one that does not
+        answer is frozen (stopped, hung in native code) and is killed: the caller's read then
+        fails, no request waits on it forever, and the CPU turn it may hold is freed. The
+        reads stay in the caller's task (a stream read from another task is not closed when
+        its client leaves)."""
         if not self.stall_timeout or math.isinf(self.stall_timeout):
-            async for line in lines:
-                yield line
+            yield lambda: None
             return
-        iterator = aiter(lines)
-        pending: asyncio.Future[str] | None = None
-        try:
-            while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(anext(iterator))
-                # wait without cancelling the read: a busy runner's stream must stay whole
-                done, _ = await asyncio.wait({pending}, timeout=self.stall_timeout)
-                if not done:
-                    if await self._answers():
-                        continue
-                    raise await self._kill_frozen()
-                ready, pending = pending, None
-                try:
-                    line = ready.result()
-                except StopAsyncIteration:
-                    return
-                yield line
-        finally:
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
+        last = time.monotonic()
 
-    async def _guarded(self, call: Awaitable[_T]) -> _T:
-        """``call`` under the same watchdog as a stream: one answer that takes longer than
-        ``stall_timeout`` is fine while the runner answers health checks."""
-        if not self.stall_timeout or math.isinf(self.stall_timeout):
-            return await call
-        task = asyncio.ensure_future(call)
+        def beat() -> None:
+            nonlocal last
+            last = time.monotonic()
+
+        async def watch() -> None:
+            while self.alive:
+                await asyncio.sleep(max(last + self.stall_timeout - time.monotonic(), 0.05))
+                if time.monotonic() - last < self.stall_timeout:
+                    continue
+                if await self._answers():
+                    beat()
+                    continue
+                await self._kill_frozen()
+                return
+
+        watcher = asyncio.create_task(watch())
         try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=self.stall_timeout)
-                if done:
-                    return task.result()
-                if not await self._answers():
-                    raise await self._kill_frozen()
+            yield beat
         finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await watcher
 
     async def _answers(self) -> bool:
         """Whether the runner answers a health check within a few seconds (busy counts)."""
@@ -311,7 +299,7 @@ class RunnerClient:
             return False
         return bool(await self._health_once())
 
-    async def _kill_frozen(self) -> RunnerError:
+    async def _kill_frozen(self) -> None:
         self._frozen = (
             f"stopped by corral: no output for {self.stall_timeout:g} s and no answer to a"
             " health check (a frozen or stopped process); the model loads again on the next"
@@ -321,10 +309,11 @@ class RunnerClient:
         with contextlib.suppress(ProcessLookupError):
             self.process.kill()
         await self._wait_exit(5.0)
-        return RunnerError(f"model runner stopped responding: {self._frozen}")
 
     async def _died(self, exc: Exception | None) -> RunnerError:
         await self._wait_exit(0.5)
+        if self._frozen:  # the watchdog killed it: that is what happened
+            return RunnerError(f"model runner stopped responding: {self._frozen}")
         detail = self.last_error_line()
         message = (
             "model runner has unexpectedly stopped, this may be due to resource limitations or an"
@@ -388,7 +377,8 @@ class RunnerClient:
         if num_ctx is not None:
             payload["num_ctx"] = num_ctx  # inputs longer than this are cut (or refused)
         try:
-            response = await self._guarded(self._http.post("/embed", json=payload, timeout=None))
+            async with self._watchdog():
+                response = await self._http.post("/embed", json=payload, timeout=None)
         except httpx.HTTPError as exc:
             raise await self._died(exc) from exc
         if response.status_code != 200:
