@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,23 +25,11 @@ import time
 from pathlib import Path
 
 import httpx
+from _serve import free_port, rss_mb, start_server, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 OPTIONS = {"temperature": 0, "seed": 1, "num_predict": 128}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def stream_times(url: str, body: dict[str, object], key: str) -> tuple[float, float, int]:
@@ -60,31 +47,6 @@ def stream_times(url: str, body: dict[str, object], key: str) -> tuple[float, fl
     ttft = stamps[0] - start
     rate = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
     return ttft, rate, len(stamps)
-
-
-def start_server(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "corral", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://{env['OLLAMA_HOST']}"
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def kill_servers_on(host: str) -> None:

@@ -20,11 +20,8 @@ import asyncio
 import json
 import os
 import random
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -33,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _serve import free_port, rss_mb, start_server, stop
 
 PROMPTS = (
     "Write a haiku about the sea.",
@@ -53,22 +51,6 @@ class Outcome:
     tokens: int
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def descendants(pid: int) -> list[int]:
     """Every live process below ``pid`` (the runners), from /proc."""
     children: dict[int, list[int]] = defaultdict(list)
@@ -87,31 +69,6 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
-
-
-def start_server(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "corral", "serve"], env=env, stdout=out, stderr=out
-        )
-    url = f"http://{env['OLLAMA_HOST']}"
-    for _ in range(1200):
-        try:
-            if httpx.get(url + "/", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"server did not start (log: {log})")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 async def one_request(

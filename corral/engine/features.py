@@ -23,6 +23,7 @@ __all__ = [
     "compiled_features",
     "cpu_flags",
     "missing_on_cpu",
+    "usable_cpus",
 ]
 
 #: ggml's x86 feature names -> the ``/proc/cpuinfo`` flags each needs
@@ -83,6 +84,14 @@ def cpu_flags(cpuinfo: Path | None = None) -> frozenset[str]:
         if key.strip() in ("flags", "Features"):
             return frozenset(value.split())
     return frozenset()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask): the engine's default threads."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not Linux
+        return max(os.cpu_count() or 1, 1)
 
 
 def missing_on_cpu(features: Iterable[str], flags: frozenset[str]) -> list[str]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.engine.exits import describe_exit
-from corral.engine.features import build_problem, compiled_features, cpu_flags
+from corral.engine.features import build_problem, compiled_features, cpu_flags, usable_cpus
 
 __all__ = ["run_selftest"]
 
@@ -83,13 +83,6 @@ def _default_model() -> str:
     raise SystemExit("error: the bundled model for the self-test is not installed")
 
 
-def _usable_cores() -> int:
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not on Linux
-        return max(os.cpu_count() or 1, 1)
-
-
 def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m corral.engine.selftest")
     parser.add_argument("--model", default=None, help="GGUF file (default: bundled SmolLM2)")
@@ -109,7 +102,7 @@ def _main(argv: list[str]) -> int:
     if problem:
         _emit({"ok": False, "error": problem, "system_info": system_info})
         return 3
-    threads = _usable_cores()
+    threads = usable_cpus()
     llm = llama_cpp.Llama(
         model_path=model, n_ctx=512, n_batch=512, n_threads=threads, seed=0, verbose=False
     )

@@ -32,7 +32,8 @@ from typing import Any
 import llama_cpp as llama
 import numpy as np
 
-from corral.runner.engine import Engine, LoadError, _default_threads, _FileTurn
+from corral.engine.features import usable_cpus
+from corral.runner.engine import Engine, LoadError, _FileTurn
 
 __all__ = ["EmbedOutput", "Embedder", "InputTooLongError"]
 
@@ -199,7 +200,7 @@ class Embedder:
         params.n_batch = self._capacity
         params.n_ubatch = self._capacity  # an encoder needs each input whole in one ubatch
         params.n_seq_max = self.max_sequences
-        threads = cfg.num_thread or _default_threads()
+        threads = cfg.num_thread or usable_cpus()
         params.n_threads = threads
         params.n_threads_batch = threads
         params.embeddings = True

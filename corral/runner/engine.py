@@ -40,6 +40,7 @@ from typing import Any, cast
 import llama_cpp as llama
 import numpy as np
 
+from corral.engine.features import usable_cpus
 from corral.runner.events import CompletionEvent, TokenLogprob
 from corral.runner.logprobs import token_logprobs
 from corral.runner.sampling import GRAMMARS, make_sampler
@@ -130,7 +131,7 @@ class Engine:
         ctx_params.n_batch = cfg.batch_size  # a token per slot at least, the context at most
         ctx_params.n_ubatch = cfg.batch_size
         ctx_params.n_seq_max = cfg.num_parallel
-        threads = cfg.num_thread or _default_threads()
+        threads = cfg.num_thread or usable_cpus()
         ctx_params.n_threads = threads
         ctx_params.n_threads_batch = threads
         ctx_params.flash_attn_type = {
@@ -517,10 +518,3 @@ def _batch_add(batch: Any, index: int, token: int, pos: int, seq_id: int, logits
 def _tensor_split(split: tuple[float, ...]) -> Any:
     count = max(int(llama.llama_max_devices()), len(split))
     return (ctypes.c_float * count)(*split)
-
-
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)

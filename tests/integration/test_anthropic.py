@@ -7,7 +7,6 @@ import asyncio
 import json
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -16,6 +15,7 @@ import jsonschema
 import pytest
 
 from tests.conftest import ServerProcess
+from tests.integration.chat_templates import CHATML, THINKER, sse_events
 from tests.integration.test_disconnect import (
     assert_slot_free,
     in_use,
@@ -46,14 +46,6 @@ WEATHER: Any = {
     },
 }
 GREEDY = {"temperature": 0}  # the SDK no longer has a temperature argument: extra_body
-CHATML = (Path(__file__).parents[2] / "corral" / "catalog" / "chatml.gotmpl").read_text()
-_OPEN = '{{- if and (ne .Role "assistant") $last }}<|im_start|>assistant\n{{ end }}'
-# ChatML that opens <think> when asked to think: a thinking template for a tiny model
-THINKER = CHATML.replace(
-    _OPEN,
-    '{{- if and (ne .Role "assistant") $last }}<|im_start|>assistant\n'
-    "{{ if $.Think }}<think>\n{{ end }}{{ end }}",
-)
 
 
 @pytest.fixture(scope="module")
@@ -123,20 +115,6 @@ def test_async_create_and_stream(server: ServerProcess, smollm2: str) -> None:
     assert created.content[0].type == "text" and created.content[0].text
     assert streamed  # greedy: the same words as the created answer
     assert created.content[0].text == streamed
-
-
-def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
-    """``event:``/``data:`` frames, each ended by a blank line, as the SSE spec frames them."""
-    events = []
-    for frame in response.text.split("\n\n"):
-        if not frame.strip():
-            continue
-        lines = frame.split("\n")
-        assert lines[0].startswith("event: ") and lines[1].startswith("data: "), frame
-        assert len(lines) == 2, frame
-        events.append((lines[0][7:], json.loads(lines[1][6:])))
-    assert response.text.endswith("\n\n")
-    return events
 
 
 def test_raw_sse_framing_and_event_order(server: ServerProcess, smollm2: str) -> None:

@@ -8,7 +8,6 @@ import gc
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +19,7 @@ from langchain_ollama import ChatOllama
 from pydantic import BaseModel, Field
 
 from tests.conftest import ServerProcess
+from tests.integration.chat_templates import CHATML, THINKER, TOOLCALLER
 
 pytestmark = [
     pytest.mark.model,
@@ -29,7 +29,6 @@ pytestmark = [
 ]
 
 MODEL = "smollm2:135m"
-CHATML = (Path(__file__).parents[2] / "corral" / "catalog" / "chatml.gotmpl").read_text()
 WEATHER: dict[str, Any] = {
     "type": "function",
     "function": {
@@ -43,22 +42,6 @@ WEATHER: dict[str, Any] = {
     },
 }
 GREEDY = {"temperature": 0, "seed": 1}
-
-# ChatML whose assistant turn opens a tool call whenever tools are offered to a user turn:
-# the model must call (the grammar keeps the call valid), which makes tool paths testable
-# with a model too small to choose to call on its own.
-_OPEN = '{{- if and (ne .Role "assistant") $last }}<|im_start|>assistant\n{{ end }}'
-TOOLCALLER = CHATML.replace(
-    _OPEN,
-    '{{- if and (ne .Role "assistant") $last }}<|im_start|>assistant\n'
-    '{{ if and $.Tools (eq .Role "user") }}<tool_call>\n{{ end }}{{ end }}',
-)
-# A template with thinking: it opens <think> when asked to think.
-THINKER = CHATML.replace(
-    _OPEN,
-    '{{- if and (ne .Role "assistant") $last }}<|im_start|>assistant\n'
-    "{{ if $.Think }}<think>\n{{ end }}{{ end }}",
-)
 
 
 def _create(server: ServerProcess, name: str, template: str) -> None:

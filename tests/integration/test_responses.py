@@ -7,7 +7,6 @@ import asyncio
 import json
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ import openai
 import pytest
 
 from tests.conftest import ServerProcess
+from tests.integration.chat_templates import CHATML, THINKER, sse_events
 from tests.integration.test_disconnect import (
     assert_slot_free,
     in_use,
@@ -31,14 +31,6 @@ pytestmark = pytest.mark.model
 __all__ = ["one_slot"]  # the one-slot server of test_disconnect, for the leaving client
 
 MODEL = "smollm2:135m"
-CHATML = (Path(__file__).parents[2] / "corral" / "catalog" / "chatml.gotmpl").read_text()
-_OPEN = '{{- if and (ne .Role "assistant") $last }}<|im_start|>assistant\n{{ end }}'
-# ChatML that opens <think> when asked to think: a thinking template for a tiny model
-THINKER = CHATML.replace(
-    _OPEN,
-    '{{- if and (ne .Role "assistant") $last }}<|im_start|>assistant\n'
-    "{{ if $.Think }}<think>\n{{ end }}{{ end }}",
-)
 WEATHER: Any = {
     "type": "function",
     "name": "get_weather",
@@ -122,18 +114,6 @@ def test_async_create_and_stream(server: ServerProcess, smollm2: str) -> None:
 
     created, streamed = asyncio.run(main())
     assert created and created == streamed  # greedy: the same words both ways
-
-
-def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for frame in response.text.split("\n\n"):
-        if not frame.strip():
-            continue
-        lines = frame.split("\n")
-        assert len(lines) == 2, frame
-        assert lines[0].startswith("event: ") and lines[1].startswith("data: "), frame
-        events.append((lines[0][7:], json.loads(lines[1][6:])))
-    return events
 
 
 def test_raw_sse_framing_and_event_order(server: ServerProcess, smollm2: str) -> None:

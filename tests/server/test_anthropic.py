@@ -11,6 +11,7 @@ import pytest
 from corral.api.anthropic import CountTokensRequest, MessagesRequest
 from corral.errors import BadRequestError
 from corral.server.anthropic import MessageEncoder, chat_request, error_body
+from tests.server.chat_chunks import chunk, done
 
 WEATHER = {
     "name": "get_weather",
@@ -22,26 +23,6 @@ WEATHER = {
 def request(**fields: Any) -> MessagesRequest:
     body = {"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
     return MessagesRequest.model_validate(body | fields)
-
-
-def done(reason: str = "stop", **extra: Any) -> dict[str, Any]:
-    return {
-        "message": {"role": "assistant", "content": ""},
-        "done": True,
-        "done_reason": reason,
-        "prompt_eval_count": 7,
-        "eval_count": 3,
-        **extra,
-    }
-
-
-def chunk(content: str = "", thinking: str = "", calls: list[Any] | None = None) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": content}
-    if thinking:
-        message["thinking"] = thinking
-    if calls:
-        message["tool_calls"] = calls
-    return {"message": message, "done": False}
 
 
 def test_a_full_request_becomes_one_chat_request() -> None:

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from starlette.types import Message
 
 from corral.server.drain import InFlight, InFlightMiddleware
+from tests.server.asgi import http_scope
 
 DEADLINE = 5.0
 
@@ -103,19 +104,7 @@ class Client:
     def __init__(self, app: Any, path: str, method: str = "POST") -> None:
         self.sent: list[Message] = []
         self._body = [{"type": "http.request", "body": b"{}"}]
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "headers": [(b"host", b"127.0.0.1")],
-            "client": ("127.0.0.1", 1234),
-            "server": ("127.0.0.1", 11434),
-        }
+        scope = http_scope(method, path)
         self.task = asyncio.create_task(app(scope, self._receive, self._send))
 
     async def _receive(self) -> Message:

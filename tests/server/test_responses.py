@@ -17,6 +17,7 @@ from corral.server.responses import (
     Translated,
     translate,
 )
+from tests.server.chat_chunks import chunk, done
 
 WEATHER = {
     "type": "function",
@@ -29,25 +30,6 @@ WEATHER = {
 
 def body(**fields: Any) -> ResponsesRequest:
     return ResponsesRequest.model_validate({"model": "m", "input": "hi"} | fields)
-
-
-def done(reason: str = "stop") -> dict[str, Any]:
-    return {
-        "message": {"role": "assistant", "content": ""},
-        "done": True,
-        "done_reason": reason,
-        "prompt_eval_count": 7,
-        "eval_count": 3,
-    }
-
-
-def chunk(content: str = "", thinking: str = "", calls: list[Any] | None = None) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": content}
-    if thinking:
-        message["thinking"] = thinking
-    if calls:
-        message["tool_calls"] = calls
-    return {"message": message, "done": False}
 
 
 def test_items_become_one_chat_request() -> None:

@@ -20,6 +20,7 @@ from corral.errors import CorralError, RunnerError, ServerBusyError
 from corral.scheduler import Scheduler
 from corral.server.metrics import Metrics, RequestOutcomes
 from corral.server.streaming import respond
+from tests.server.asgi import http_scope
 
 DEADLINE_SECONDS = 5.0
 
@@ -58,19 +59,7 @@ class Client:
         self.sent: list[Message] = []
         self._gone = asyncio.Event()
         self._body = [{"type": "http.request", "body": json.dumps(body).encode()}]
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "headers": [(b"host", b"127.0.0.1")],
-            "client": ("127.0.0.1", 1234),
-            "server": ("127.0.0.1", 11434),
-        }
+        scope = http_scope("POST", path)
         self.task = asyncio.create_task(app(scope, self._receive, self._send))
 
     async def _receive(self) -> Message:
