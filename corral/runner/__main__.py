@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         format="runner %(levelname)s %(message)s",
     )
     keep = _install_llama_log(settings.verbose)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Exit at once: no interpreter teardown while the engine thread may be inside a decode
+    # step, holding the CPU turn (a teardown racing it can hang the process with the turn
+    # held, and every CPU runner on the machine then waits). A runner keeps nothing to save.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     try:
         return asyncio.run(serve(settings, port=port))
     except KeyboardInterrupt:

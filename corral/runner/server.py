@@ -403,6 +403,7 @@ async def serve(settings: LoadSettings, *, host: str = "127.0.0.1", port: int = 
     logger.info("runner ready on 127.0.0.1:%d", bound)
     async with http:
         await parent_gone.wait()
-    engine.stop()
-    server.embedder.close()
-    return 0
+    # The parent is gone: exit now, as on SIGTERM (see __main__), not through a teardown
+    # that may race a decode step holding the CPU turn.
+    sys.stderr.flush()
+    os._exit(0)
