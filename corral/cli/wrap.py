@@ -15,7 +15,7 @@ two cells and each is a word of its own, since such text has no spaces between w
 
 from __future__ import annotations
 
-from prompt_toolkit.utils import get_cwidth
+from collections.abc import Callable
 
 __all__ = ["WordWrapper"]
 
@@ -29,6 +29,9 @@ class WordWrapper:
     def __init__(self, width: int) -> None:
         if width < 1:
             raise ValueError(f"width must be positive, not {width}")
+        from prompt_toolkit.utils import get_cwidth  # only where wrapping is on (a terminal)
+
+        self._cwidth: Callable[[str], int] = get_cwidth
         self.width = width
         self._column = 0  # cells already written on the current line
         self._blanks = ""  # blanks after the last word written, not written yet
@@ -58,7 +61,7 @@ class WordWrapper:
         return placed
 
     def _add_to_word(self, char: str) -> str:
-        cells = max(get_cwidth(char), 0)
+        cells = max(self._cwidth(char), 0)
         if cells >= 2:  # a wide character is a word of its own
             before = self._place_word()
             self._word, self._word_cells = char, cells

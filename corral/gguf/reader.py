@@ -4,7 +4,8 @@ Why our own parser instead of ``gguf.GGUFReader``: that reader builds a numpy vi
 element (seconds on a 100k-token vocabulary) and raises whatever numpy raises on a damaged
 file. Here every count, length and offset is checked against the file size before it is
 used, so a truncated or hostile file gives ``GGUFError`` and nothing else, and big arrays
-(vocabularies) are skipped unless asked for. The ``gguf`` package supplies the type tables.
+(vocabularies) are skipped unless asked for. The ``gguf`` package supplies the type tables
+(its ``constants`` module alone).
 
 What can go wrong: a file that is not GGUF (bad magic), an unsupported version (only 2 and
 3, little-endian), counts that could not fit in the file, strings that are not UTF-8,
@@ -18,11 +19,26 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, LlamaFileType
+from typing import TYPE_CHECKING, Any
 
 from corral.errors import GGUFError
+from corral.imports import submodule_only
+
+# The type tables alone: ``import gguf`` would load numpy and the whole package (a good part
+# of the server's start-up) for four tables.
+if TYPE_CHECKING:
+    from gguf.constants import (
+        GGML_QUANT_SIZES,
+        GGMLQuantizationType,
+        GGUFValueType,
+        LlamaFileType,
+    )
+else:
+    _constants = submodule_only("gguf", "constants")
+    GGML_QUANT_SIZES = _constants.GGML_QUANT_SIZES
+    GGMLQuantizationType = _constants.GGMLQuantizationType
+    GGUFValueType = _constants.GGUFValueType
+    LlamaFileType = _constants.LlamaFileType
 
 __all__ = [
     "ArraySummary",

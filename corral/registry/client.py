@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
+import threading
 from types import TracebackType
 from typing import Final
 from urllib.parse import urlsplit
@@ -42,6 +44,19 @@ _LIMITS: Final = httpx.Limits(max_connections=32, max_keepalive_connections=16)
 _CHALLENGE_PARAM: Final = re.compile(r'(\w+)="([^"]*)"')
 _ERROR_BODY_BYTES: Final = 512
 
+_ssl_context: ssl.SSLContext | None = None
+_ssl_lock = threading.Lock()
+
+
+def ssl_context() -> ssl.SSLContext:
+    """The TLS trust for registries (httpx's default), built once per process: loading the
+    CA bundle takes tens of milliseconds, too long to pay per pull."""
+    global _ssl_context
+    with _ssl_lock:
+        if _ssl_context is None:
+            _ssl_context = httpx.create_ssl_context()
+        return _ssl_context
+
 
 def registry_url(name: Name, *, insecure: bool) -> str:
     """``https://host`` (or ``http://`` when insecure) for the registry of ``name``."""
@@ -60,6 +75,7 @@ class RegistryClient:
         self._token: str | None = None
         self.http = httpx.AsyncClient(
             timeout=_TIMEOUT,
+            verify=ssl_context(),
             limits=_LIMITS,
             follow_redirects=True,
             headers={"User-Agent": f"corral/{__version__}"},

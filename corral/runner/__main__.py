@@ -13,9 +13,8 @@ import signal
 import sys
 from typing import Any
 
-import llama_cpp as llama
-
 from corral.engine.features import build_problem, compiled_features, cpu_flags
+from corral.runner.bindings import llama  # first: the C bindings alone (see bindings.py)
 from corral.runner.diagnose import ENGINE_UNUSABLE
 from corral.runner.engine import LLAMA_ERRORS
 from corral.runner.server import serve
@@ -58,6 +57,12 @@ def _install_llama_log(verbose: bool) -> Any:
             sys.stderr.flush()
 
     llama.llama_log_set(_callback, ctypes.c_void_p(0))
+    try:  # the projector's log too (vision models); a build without libmtmd has none
+        from llama_cpp import mtmd_cpp
+
+        mtmd_cpp.mtmd_helper_log_set(_callback, ctypes.c_void_p(0))
+    except (ImportError, OSError, AttributeError):
+        pass
     return _callback  # the caller keeps it referenced: a collected callback crashes
 
 

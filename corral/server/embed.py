@@ -15,23 +15,25 @@ model gives the mean of its last hidden states. An empty input only loads the mo
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from corral.api.options import Options, validate_options
 from corral.api.types import EmbeddingsRequest, EmbedRequest
-from corral.errors import BadRequestError, NotFoundError
+from corral.errors import BadRequestError
 from corral.server.streaming import parse_body, unless_disconnected
 
 if TYPE_CHECKING:
+    import numpy as np  # imported on the first embedding: not on the server's start-up
+
     from corral.server.routes import Api
 
-__all__ = ["EmbedResult", "embed", "embed_texts", "embeddings"]
+__all__ = ["EmbedResult", "embed", "embed_texts", "embeddings", "vectors_response"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,8 @@ async def embed_texts(
     runner failures (500). An empty ``inputs`` loads the model and returns no vectors.
     """
     started = time.perf_counter()
+    if not model_name:
+        raise BadRequestError("model is required")
     if dimensions is not None and dimensions <= 0:
         raise BadRequestError("dimensions must be greater than 0")
     model = await asyncio.to_thread(api.models.resolve, model_name)
@@ -78,6 +82,8 @@ async def embed_texts(
     async with api.scheduler.acquire(spec, merged, keep_alive) as ref:
         loaded_at = time.perf_counter()
         if not inputs:
+            import numpy as np
+
             vectors = np.zeros((0, 0), dtype=np.float32)
             count = 0
         else:
@@ -101,6 +107,8 @@ def _finish(
 ) -> list[list[float]]:
     if vectors.size == 0:
         return []
+    import numpy as np
+
     values = vectors.astype(np.float64)
     if not np.isfinite(values).all():
         raise BadRequestError("embedding contains NaN or Inf values")
@@ -121,7 +129,7 @@ async def embed(request: Request) -> Response:
     """``POST /api/embed``: ``input`` a string or a list of strings."""
     req = await parse_body(request, EmbedRequest)
     if not req.model:
-        raise NotFoundError("model '' not found")
+        raise BadRequestError("model is required")
     inputs = [req.input] if isinstance(req.input, str) else list(req.input or [])
     if inputs == [""]:
         inputs = []
@@ -137,7 +145,7 @@ async def embed(request: Request) -> Response:
             keep_alive=req.keep_alive,
         ),
     )
-    return JSONResponse(
+    return vectors_response(
         {
             "model": req.model,
             "embeddings": result.embeddings,
@@ -166,4 +174,17 @@ async def embeddings(request: Request) -> Response:
         ),
     )
     vector = result.embeddings[0] if result.embeddings else []
-    return JSONResponse({"embedding": vector})
+    return vectors_response({"embedding": vector})
+
+
+def vectors_response(payload: dict[str, Any]) -> Response:
+    """``payload`` as compact JSON: floats written as their shortest round-trip form either
+    way (every vector is already checked finite), orjson where installed since the standard
+    library's float formatting dominates a large batch's answer."""
+    try:  # 256 x 384 floats: ~3 ms, where the standard library takes ~80 ms (a dependency)
+        from orjson import dumps
+    except ImportError:  # pragma: no cover - the standard library then
+        body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    else:
+        body = dumps(payload)
+    return Response(body, media_type="application/json")

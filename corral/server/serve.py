@@ -24,6 +24,7 @@ import logging
 import math
 import signal
 import socket
+import sys
 import time
 from types import FrameType
 
@@ -41,7 +42,7 @@ from corral.server.metrics import RequestOutcomes
 from corral.server.routes import Api
 from corral.store import ModelStore
 
-__all__ = ["configure_logging", "run_server"]
+__all__ = ["configure_logging", "main", "run_server"]
 
 logger = logging.getLogger("corral.server")
 
@@ -180,3 +181,17 @@ async def run_server(settings: Settings) -> None:
         await server.serve()
     finally:
         hardware.close()
+
+
+def main() -> None:
+    """``corral serve`` without the command line's own modules (``python -m corral serve``,
+    how the CLI starts a background server, comes here): the same settings check, logging
+    and server as the ``serve`` command."""
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        sys.exit(1)
+    configure_logging(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_server(settings))

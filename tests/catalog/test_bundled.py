@@ -17,6 +17,7 @@ from corral.store import (
     MEDIA_TYPE_LICENSE,
     MEDIA_TYPE_MODEL,
     MEDIA_TYPE_PARAMS,
+    MEDIA_TYPE_SYSTEM,
     MEDIA_TYPE_TEMPLATE,
     ModelConfig,
     ModelStore,
@@ -122,22 +123,25 @@ def test_pull_bundled(store: ModelStore) -> None:
     pull_bundled(store, NAME, SMOLLM2, events.append)
 
     template = SMOLLM2.template().encode()
+    system = SMOLLM2.system.encode()
     license_text = SMOLLM2.license.encode()
     manifest = store.read_manifest(NAME)
     media_types = [layer.media_type for layer in manifest.layers]
     assert media_types == [
         MEDIA_TYPE_MODEL,
         MEDIA_TYPE_TEMPLATE,
+        MEDIA_TYPE_SYSTEM,
         MEDIA_TYPE_LICENSE,
         MEDIA_TYPE_PARAMS,
     ]
-    model_layer, template_layer, license_layer, params_layer = manifest.layers
+    model_layer, template_layer, system_layer, license_layer, params_layer = manifest.layers
     params = store.blob_path(params_layer.digest).read_bytes()
 
     assert _statuses(events) == [
         "pulling manifest",
         "pulling b179c9523d0e",
         f"pulling {_short(template)}",
+        f"pulling {_short(system)}",
         f"pulling {_short(license_text)}",
         f"pulling {_short(params)}",
         "verifying sha256 digest",
@@ -157,7 +161,15 @@ def test_pull_bundled(store: ModelStore) -> None:
     assert store.blob_path(model_layer.digest).stat().st_size == SMOLLM2.size_bytes
     assert store.blob_path(template_layer.digest).read_bytes() == template
     assert store.blob_path(license_layer.digest).read_text() == "Apache License 2.0"
-    assert json.loads(params) == {"stop": ["<|im_start|>", "<|im_end|>"]}
+    assert store.blob_path(system_layer.digest).read_text() == (
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    )
+    # the authors' sampling defaults (generation_config.json)
+    assert json.loads(params) == {
+        "stop": ["<|im_start|>", "<|im_end|>"],
+        "temperature": 0.2,
+        "top_p": 0.9,
+    }
 
     assert manifest.config.media_type == MEDIA_TYPE_CONFIG
     config = ModelConfig.from_json(store.blob_path(manifest.config.digest).read_bytes())

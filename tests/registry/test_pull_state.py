@@ -103,16 +103,18 @@ async def test_disk_full_mid_pull_keeps_a_resumable_partial(
         assert not store.has_blob(digest)
         assert [p.name for p in store.blobs_dir.iterdir() if p.name.endswith(".tmp")] == []
         saved = _StateFile(state, digest, len(weights)).load()
-        assert saved is not None and sum(p.done for p in saved) == MiB
+        assert saved is not None
+        done = sum(p.done for p in saved)  # what was written whole before the disk filled
+        assert MiB <= done <= MiB + MiB // 2
 
         behaviour.ranges.clear()
         events: list[dict[str, Any]] = []
         await _pull(store, host, events)
     assert events[-1] == {"status": "success"}
     first = next(e for e in events if e.get("digest") == digest)
-    assert first["completed"] == MiB  # continued, not restarted
+    assert first["completed"] == done  # continued, not restarted
     assert (digest, "bytes=0-1048575") not in behaviour.ranges
-    assert (digest, f"bytes={MiB}-{2 * MiB - 1}") in behaviour.ranges
+    assert (digest, f"bytes={done}-{2 * MiB - 1}") in behaviour.ranges
     assert store.blob_path(digest).read_bytes() == weights
     assert not partial.exists() and not state.exists()
 
