@@ -4,6 +4,13 @@ Pooling comes from the sentence-transformers files: ``modules.json`` names the P
 module's folder, whose ``config.json`` says mean, CLS or last-token pooling. Without those
 files we write mean pooling, what sentence-transformers does for a bare BERT. Max pooling
 has no llama.cpp equivalent and is refused rather than silently changed.
+
+Cross-encoders (``BertForSequenceClassification``: a sentence-transformers CrossEncoder
+folder, such as ms-marco-MiniLM) become rerankers: pooling type RANK, the labels of
+``id2label`` as ``bert.classifier.output_labels`` (their count is the classifier's rows), the
+pooler's dense layer as ``cls`` and the classifier as ``cls.output``. llama.cpp's RANK
+pooling then computes what Hugging Face does: ``classifier(tanh(pooler(h[CLS])))``. (Its own
+converter drops the pooler, which changes every score of such a model.)
 """
 
 from __future__ import annotations
@@ -49,12 +56,44 @@ _SPECIALS = {
 }
 
 
+_CLASSIFIER = {
+    "pooler.dense.weight": "cls.weight",
+    "pooler.dense.bias": "cls.bias",
+    "classifier.weight": "cls.output.weight",
+    "classifier.bias": "cls.output.bias",
+}
+
+
 class BertConverter(Converter):
     architectures = ("BertModel", "BertForMaskedLM", "BertForSequenceClassification")
     gguf_arch = "bert"
-    f32_tensors = frozenset({"token_types"})
+    #: the classifier is a few rows: kept exact, it makes the score
+    f32_tensors = frozenset({"token_types", "cls.output"})
+
+    @property
+    def is_cross_encoder(self) -> bool:
+        """A sequence-classification checkpoint: converted as a reranker."""
+        return "BertForSequenceClassification" in (self.config.get("architectures") or [])
+
+    def classifier_labels(self) -> list[str]:
+        """The labels in index order: ``id2label``, else ``num_labels`` generic ones."""
+        id2label = self.config.get("id2label")
+        if isinstance(id2label, dict) and id2label:
+            try:
+                ordered = sorted((int(key), str(value)) for key, value in id2label.items())
+            except (TypeError, ValueError) as exc:
+                raise BadRequestError(f"config.json's id2label has a bad index: {exc}") from exc
+            if [index for index, _ in ordered] != list(range(len(ordered))):
+                raise BadRequestError("config.json's id2label must number its labels 0, 1, ...")
+            return [label for _, label in ordered]
+        count = self.hparam("num_labels", default=1)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise BadRequestError(f"config.json's num_labels must be a positive integer: {count!r}")
+        return [f"LABEL_{index}" for index in range(count)]
 
     def pooling_type(self) -> gguf.PoolingType:
+        if self.is_cross_encoder:
+            return gguf.PoolingType.RANK
         modules = self.folder / "modules.json"
         if not modules.is_file():
             return gguf.PoolingType.MEAN
@@ -85,6 +124,8 @@ class BertConverter(Converter):
         writer.add_layer_norm_eps(float(self.hparam("layer_norm_eps", default=1e-12)))
         writer.add_causal_attention(False)
         writer.add_pooling_type(self.pooling_type())
+        if self.is_cross_encoder:
+            writer.add_classifier_output_labels(self.classifier_labels())
         if self.hparam("hidden_act", default="gelu") not in {"gelu", "gelu_new"}:
             raise BadRequestError(f"unsupported BERT activation {self.config['hidden_act']!r}")
 
@@ -110,11 +151,48 @@ class BertConverter(Converter):
         writer.add_add_sep_token(True)
 
     def tensors(self, checkpoint: Checkpoint) -> Iterator[tuple[str, np.ndarray[Any, Any]]]:
+        if self.is_cross_encoder:
+            yield from self._classifier_tensors(checkpoint)
         for name in checkpoint.tensors:
             plain = name.removeprefix("bert.")
-            if plain.startswith(_SKIPPED):
+            if plain.startswith(_SKIPPED) or (self.is_cross_encoder and plain in _CLASSIFIER):
                 continue
             yield _bert_name(plain), checkpoint.load(name)
+
+    def _classifier_tensors(
+        self, checkpoint: Checkpoint
+    ) -> Iterator[tuple[str, np.ndarray[Any, Any]]]:
+        """The reranking head: the pooler (where present) and the classifier, checked
+        against the labels and the hidden size, so that llama.cpp will load them."""
+        hidden = int(self.hparam("hidden_size"))
+        labels = len(self.classifier_labels())
+        found = {
+            name.removeprefix("bert."): name
+            for name in checkpoint.tensors
+            if name.removeprefix("bert.") in _CLASSIFIER
+        }
+        if "classifier.weight" not in found:
+            raise BadRequestError(
+                "this BertForSequenceClassification checkpoint has no classifier.weight"
+            )
+        if ("pooler.dense.weight" in found) != ("pooler.dense.bias" in found):
+            raise BadRequestError("the pooler needs both its weight and its bias")
+        shapes = {
+            "pooler.dense.weight": (hidden, hidden),
+            "pooler.dense.bias": (hidden,),
+            "classifier.weight": (labels, hidden),
+            "classifier.bias": (labels,),
+        }
+        for plain in _CLASSIFIER:
+            if plain not in found:
+                continue
+            data = checkpoint.load(found[plain])
+            if tuple(data.shape) != shapes[plain]:
+                raise BadRequestError(
+                    f"{plain} has shape {list(data.shape)}, expected {list(shapes[plain])}"
+                    f" ({labels} label(s) in config.json, hidden size {hidden})"
+                )
+            yield _CLASSIFIER[plain], data
 
 
 def _bert_name(name: str) -> str:
