@@ -23,6 +23,7 @@ from corral.api.types import (
     KeepAlive,
     Message,
     check_top_logprobs,
+    think_from_effort,
 )
 from corral.errors import BadRequestError
 
@@ -273,11 +274,7 @@ def chat_request(body: ChatCompletionRequest) -> ChatRequest:
     if effort is None and isinstance(body.reasoning, dict):
         effort = body.reasoning.get("effort")
     if effort is not None:
-        if effort not in {"high", "medium", "low", "none", "minimal"}:
-            raise BadRequestError(
-                f'invalid reasoning value: "{effort}" (must be "high", "medium", "low", or "none")'
-            )
-        think = False if effort in {"none", "minimal"} else effort
+        think = think_from_effort(effort if isinstance(effort, str) else str(effort))
     max_tokens = (
         body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     )

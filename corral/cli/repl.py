@@ -29,6 +29,7 @@ from prompt_toolkit.styles import Style
 from corral.cli import _output as output
 from corral.cli.chat import ChatSettings, chat
 from corral.cli.client import CliError, ServerClient
+from corral.cli.images import model_sees_images, user_message
 from corral.cli.repl_commands import (
     ReplError,
     SessionState,
@@ -157,7 +158,12 @@ class Repl:
         if not text.strip():
             return
         messages = self.state.messages
-        messages.append({"role": "user", "content": text})
+        try:  # image paths in the prompt are attached for a vision model (images.py)
+            vision = model_sees_images(self.client, self.settings.model)
+            messages.append(user_message(text, vision=vision))
+        except CliError as exc:
+            output.err(f"Error: {exc.message}")
+            return
         try:
             answer = chat(self.client, self.settings, messages)
         except KeyboardInterrupt:

@@ -166,6 +166,7 @@ class SlashCommands:
             "/set": self._cmd_set,
             "/show": self._cmd_show,
             "/load": self._cmd_load,
+            "/list": self._cmd_list,
             "/save": self._cmd_save,
             "/clear": self._cmd_clear,
             "/?": self._cmd_help,
@@ -337,6 +338,13 @@ class SlashCommands:
         self.state.loaded_messages = list(data.get("messages", []))
         if "thinking" not in self.state.capabilities:
             self.settings.think = None  # asking a model that cannot think is a 400
+
+    def _cmd_list(self, args: str) -> None:
+        """``/list [PREFIX]``: the models here, as ``corral list`` prints them."""
+        from corral.cli.main import print_model_list  # main imports this module
+
+        data = self.client.request("GET", "/api/tags")
+        print_model_list(data if isinstance(data, dict) else {}, args.strip())
 
     def _cmd_save(self, args: str) -> None:
         names = args.split()

@@ -19,6 +19,7 @@ def usage() -> None:
         "  /set            Change a setting of this session (/? set)",
         "  /show           Describe the model (/? show)",
         "  /load <model>   Switch to another model or saved session",
+        "  /list           List the models here",
         "  /save <model>   Keep this session as a new model",
         "  /clear          Forget the conversation so far",
         "  /bye            Leave (also /exit, or Ctrl + d)",

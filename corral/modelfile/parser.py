@@ -6,6 +6,7 @@ Grammar (one instruction per line; keywords are case-insensitive)::
     comment     := ws* "#" anything-to-end-of-line
     instruction := ws* KEYWORD ws+ argument
     argument    := value                              FROM ADAPTER TEMPLATE SYSTEM LICENSE
+                                                      RENDERER PARSER REQUIRES DRAFT
                  | NAME ws+ value                     PARAMETER (NAME: an option name)
                  | ROLE ws+ value                     MESSAGE (ROLE: system, user, assistant)
     value       := '\"\"\"' raw text, newlines too '\"\"\"' ws* end-of-line
@@ -42,14 +43,26 @@ __all__ = [
     "quote",
 ]
 
-COMMANDS: Final = ("from", "license", "template", "system", "adapter", "parameter", "message")
+COMMANDS: Final = (
+    "from",
+    "license",
+    "template",
+    "system",
+    "adapter",
+    "draft",
+    "renderer",
+    "parser",
+    "parameter",
+    "message",
+    "requires",
+)
 MESSAGE_ROLES: Final = ("system", "user", "assistant")
 
 _WS: Final = " \t\r\f\v"
 _TRIPLE: Final = '"""'
 _COMMAND_ERROR: Final = (
-    'command must be one of "from", "license", "template", "system", "adapter", '
-    '"parameter", or "message"'
+    'command must be one of "from", "license", "template", "system", "adapter", "draft",'
+    ' "renderer", "parser", "parameter", "message", or "requires"'
 )
 _ROLE_ERROR: Final = 'message role must be one of "system", "user", or "assistant"'
 

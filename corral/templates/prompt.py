@@ -24,12 +24,40 @@ from typing import Any
 from corral.templates.go import GoTemplate
 from corral.templates.jinja import JinjaChatTemplate
 
-__all__ = ["PromptTemplate", "fit_chat_prompt"]
+__all__ = ["PromptTemplate", "ThinkValue", "fit_chat_prompt", "jinja_think_kwargs", "think_values"]
 
 _SENTINEL = "\x00corral-response\x00"
 
 TemplateMessage = dict[str, Any]
 CountTokens = Callable[[str], Awaitable[int]]
+#: a request's ``think``: None (not set), a bool, or a level ("low", "medium", "high", "max")
+ThinkValue = bool | str | None
+
+
+def think_values(think: ThinkValue) -> dict[str, Any]:
+    """``.Think``, ``.ThinkLevel`` and ``.IsThinkSet`` as Ollama's Go templates see them.
+
+    A level thinks; ``true`` is the level "medium" (Ollama's default level), ``false`` and
+    unset have no level."""
+    if isinstance(think, str):
+        return {"Think": bool(think), "ThinkLevel": think, "IsThinkSet": True}
+    return {
+        "Think": bool(think),
+        "ThinkLevel": "medium" if think else "",
+        "IsThinkSet": think is not None,
+    }
+
+
+def jinja_think_kwargs(think: ThinkValue) -> dict[str, Any]:
+    """The variables a GGUF Jinja template reads for thinking (llama.cpp's
+    ``chat_template_kwargs`` as Ollama fills them): ``enable_thinking`` when ``think`` is set,
+    and ``reasoning_effort`` when it is a level. Unset: the template's own default."""
+    if think is None:
+        return {}
+    kwargs: dict[str, Any] = {"enable_thinking": bool(think)}
+    if isinstance(think, str) and think:
+        kwargs["reasoning_effort"] = think
+    return kwargs
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +112,17 @@ class PromptTemplate:
         self,
         messages: Sequence[TemplateMessage],
         tools: list[dict[str, Any]] | None = None,
-        think: bool | None = None,
+        think: ThinkValue = None,
     ) -> str:
         """Render the conversation and leave the prompt open for the assistant's answer.
 
-        ``think`` is the request's choice (None: not set), seen by templates as ``.Think``
-        and ``.IsThinkSet``."""
+        ``think`` is the request's choice (None: not set), seen by Go templates as
+        ``.Think``, ``.ThinkLevel`` and ``.IsThinkSet`` and by Jinja templates as
+        ``enable_thinking`` and ``reasoning_effort`` (``think_values``,
+        ``jinja_think_kwargs``)."""
         if self.go is None:
             assert self.jinja is not None
-            extra = {} if think is None else {"enable_thinking": think}
+            extra = jinja_think_kwargs(think)
             return self.jinja.render(
                 [_jinja_message(m) for m in messages],
                 tools=tools,
@@ -109,7 +139,7 @@ class PromptTemplate:
         go: GoTemplate,
         messages: Sequence[TemplateMessage],
         tools: list[dict[str, Any]] | None,
-        think: bool | None,
+        think: ThinkValue,
     ) -> str:
         system = "\n\n".join(m["Content"] for m in messages if m["Role"] == "system")
         data = {
@@ -119,14 +149,13 @@ class PromptTemplate:
             "Prompt": "",
             "Response": "",
             "Suffix": "",
-            "Think": bool(think),
-            "IsThinkSet": think is not None,
+            **think_values(think),
         }
         return go.render(data)
 
     @staticmethod
     def _render_turns(
-        go: GoTemplate, messages: Sequence[TemplateMessage], think: bool | None = None
+        go: GoTemplate, messages: Sequence[TemplateMessage], think: ThinkValue = None
     ) -> str:
         pieces: list[str] = []
         system = prompt = response = ""
@@ -137,8 +166,7 @@ class PromptTemplate:
                 "Prompt": prompt,
                 "Response": response + _SENTINEL if final else response,
                 "Messages": [],
-                "Think": bool(think),
-                "IsThinkSet": think is not None,
+                **think_values(think),
             }
             text = go.render(data)
             if final:
@@ -240,7 +268,7 @@ async def fit_chat_prompt(
     tools: list[dict[str, Any]] | None,
     num_ctx: int,
     count_tokens: CountTokens,
-    think: bool | None = None,
+    think: ThinkValue = None,
     *,
     dropped: Callable[[int], None] | None = None,
 ) -> str:

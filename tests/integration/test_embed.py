@@ -152,7 +152,7 @@ def test_long_input_truncated_or_refused(server: ServerProcess, minilm: str) -> 
         ("/api/embed", {"model": "all-minilm", "input": 5}, 400, "input"),
         ("/api/embed", {"model": "all-minilm", "input": [1, 2]}, 400, "input"),
         ("/api/embed", {"model": "nope-model", "input": "x"}, 404, "not found"),
-        ("/api/embed", {"model": "", "input": "x"}, 404, "not found"),
+        ("/api/embed", {"model": "", "input": "x"}, 400, "model is required"),
         ("/api/embed", {"model": "bad//name", "input": "x"}, 400, "invalid model name"),
         ("/api/embed", {"model": "all-minilm", "input": "x", "dimensions": -3}, 400, "dimensions"),
         ("/api/embed", {"model": "all-minilm", "input": "x", "options": {"num_ctx": "x"}}, 400, ""),

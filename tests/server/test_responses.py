@@ -106,7 +106,7 @@ def test_items_become_one_chat_request() -> None:
     ]  # the hosted web_search Codex always sends is dropped
     assert req.tool_choice == {"name": "get_weather"}
     assert req.format == {"type": "object"}
-    assert req.think is True
+    assert req.think == "low"  # the effort is the level the template sees
     assert req.options == {"num_ctx": 2048, "num_predict": 50, "temperature": 0.2, "top_p": 0.9}
     assert req.keep_alive == 0
     assert len(translated.items) == 7
@@ -161,12 +161,14 @@ def test_codex_namespace_and_custom_tools() -> None:
     [
         (None, True, None),
         ("none", True, False),
-        ("minimal", False, False),
-        ("medium", True, True),
+        ("minimal", False, None),  # newest Ollama: minimal is the level "low"
+        ("minimal", True, "low"),
+        ("medium", True, "medium"),  # the level reaches the template (.ThinkLevel)
+        ("xhigh", True, "max"),
         ("high", False, None),  # agents ask every model; one that cannot think does not
     ],
 )
-def test_reasoning_effort(effort: str | None, thinks: bool, expected: bool | None) -> None:
+def test_reasoning_effort(effort: str | None, thinks: bool, expected: bool | str | None) -> None:
     request = translate(body(reasoning={"effort": effort}), thinks=thinks).request
     assert request.think == expected
 
