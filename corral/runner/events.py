@@ -46,6 +46,9 @@ class CompletionEvent(TypedDict, total=False):
     # ---- the last event (durations in nanoseconds)
     done: Literal[True]
     done_reason: str  # "stop" or "length"
+    #: the request's stop string that ended the text, when one did (``done_reason`` "stop");
+    #: the server keeps it off Ollama's chunks (Anthropic's ``stop_sequence`` reads it)
+    stop_sequence: str
     prompt_eval_count: int  # prompt tokens evaluated (not those reused from the cache)
     prompt_eval_duration: int
     eval_count: int  # tokens generated

@@ -15,8 +15,9 @@ Choices an agent makes without asking the model (Claude Code always sends
 honours when its template can think, and is dropped (not a 400) when it cannot; Anthropic's
 own tool types (``bash_20250124``, ``web_search_20250305``, ...) are dropped with a warning,
 since nothing here runs them. ``stop_reason`` is ``end_turn``, ``max_tokens`` or
-``tool_use``: the runner does not say whether a stop sequence or the end-of-turn token ended
-the answer, so ``stop_sequence`` is reported only where the final chunk names one.
+``tool_use``, or ``stop_sequence`` when one of the request's ``stop_sequences`` ended the
+answer: the runner names the stop string that matched in its last event, and the relay's
+``FinalChunk`` carries it here without it ever becoming a field of ``/api/chat``'s chunks.
 
 Errors are Anthropic's ``{"type": "error", "error": {"type", "message"}}`` with the status
 the same error has on ``/api/chat``. The ``x-api-key``, ``anthropic-version`` and
@@ -29,7 +30,7 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -41,8 +42,9 @@ from corral.api.options import Options, validate_options
 from corral.api.types import ChatRequest, Message
 from corral.errors import BadRequestError, CorralError
 from corral.server.codec import Event, all_chunks, first_chunk, parse_json, sse_response
+from corral.server.context_fit import estimate_text
 from corral.server.models import ResolvedModel
-from corral.server.relay import Chunk
+from corral.server.relay import Chunk, stop_sequence_of
 from corral.server.routes import Api
 from corral.server.shaping import plan_tools
 
@@ -336,9 +338,10 @@ def _tool_result(block: dict[str, Any], at: str, names: dict[str, str]) -> Messa
 class MessageEncoder:
     """One answer as Anthropic's stream events, and as its final message object."""
 
-    def __init__(self, ident: str, model: str) -> None:
+    def __init__(self, ident: str, model: str, stop_sequences: Sequence[str] = ()) -> None:
         self.ident = ident
         self.model = model
+        self.stop_sequences = tuple(stop_sequences)
         self.content: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
         self.stop_sequence: str | None = None
@@ -437,7 +440,7 @@ class MessageEncoder:
             "input_tokens": int(done.get("prompt_eval_count", 0)),
             "output_tokens": int(done.get("eval_count", 0)),
         }
-        self.stop_reason, self.stop_sequence = stop_reason(done, self.content)
+        self.stop_reason, self.stop_sequence = stop_reason(done, self.content, self.stop_sequences)
         delta = {"stop_reason": self.stop_reason, "stop_sequence": self.stop_sequence}
         events.append(
             ("message_delta", {"type": "message_delta", "delta": delta, "usage": dict(self.usage)})
@@ -446,14 +449,18 @@ class MessageEncoder:
         return events
 
 
-def stop_reason(done: Chunk, content: list[dict[str, Any]]) -> tuple[str, str | None]:
-    """Anthropic's ``stop_reason`` and ``stop_sequence`` for a final chat chunk."""
+def stop_reason(
+    done: Chunk, content: list[dict[str, Any]], stop_sequences: Sequence[str] = ()
+) -> tuple[str, str | None]:
+    """Anthropic's ``stop_reason`` and ``stop_sequence`` for a final chat chunk: a stop
+    string counts only when it is one of the request's ``stop_sequences`` (a model's own
+    stop strings, such as a template's end-of-turn text, end the turn)."""
     if any(block["type"] == "tool_use" for block in content):
         return "tool_use", None
     if done.get("done_reason") == "length":
         return "max_tokens", None
-    sequence = done.get("stop_sequence")
-    if isinstance(sequence, str) and sequence:
+    sequence = stop_sequence_of(done)
+    if sequence and sequence in stop_sequences:
         return "stop_sequence", sequence
     return "end_turn", None
 
@@ -479,7 +486,7 @@ class Messages:
         opened = await self.api.open_chat(req)
         if isinstance(opened, Response):  # cannot happen: messages are required
             raise BadRequestError("messages: at least one message is required")
-        encoder = MessageEncoder(message_id(), req.model)
+        encoder = MessageEncoder(message_id(), req.model, body.stop_sequences or ())
         if not body.stream:
             for chunk in await all_chunks(request, opened):
                 encoder.feed(chunk)
@@ -514,7 +521,11 @@ class Messages:
             validate_options(req.options),
             num_ctx_default=self.api.settings.context_length,
         )
-        async with self.api.scheduler.acquire(model.spec(), options, req.keep_alive) as ref:
+        # sized for the prompt, as the request that follows will want it (one load, not two)
+        need = estimate_text(prompt, options)
+        async with self.api.scheduler.acquire(
+            model.spec(), options, req.keep_alive, need=need
+        ) as ref:
             tokens = await ref.runner.tokenize(prompt, add_special=True)
         return JSONResponse({"input_tokens": len(tokens)})
 

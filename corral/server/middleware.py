@@ -4,7 +4,10 @@
   when their origin is local (``http(s)://localhost``, ``127.0.0.1``, ``0.0.0.0`` on any
   port), an app scheme (``app://``, ``file://``, ``tauri://``, ``vscode-webview://``,
   ``vscode-file://``), or listed in ``OLLAMA_ORIGINS`` (``*`` wildcards allowed); any other
-  origin gets 403. Allowed preflights (``OPTIONS``) answer 204 with the CORS headers.
+  origin gets 403. Allowed preflights (``OPTIONS``) answer 204 with the CORS headers; the
+  allowed request headers are Ollama's (``Authorization``, ``Content-Type``, ``OpenAI-Beta``,
+  the OpenAI SDKs' ``x-stainless-*``) and Anthropic's SDK's (``x-api-key``,
+  ``anthropic-version``, ``anthropic-beta``, ``anthropic-dangerous-direct-browser-access``).
 - Host (only while listening on a loopback address, where a rebinding attack could reach
   us through a browser): the ``Host`` header must be empty, ``localhost``, this machine's
   name, ``*.localhost``, ``*.local``, ``*.internal``, or a loopback/private/unspecified IP.
@@ -32,12 +35,33 @@ from corral.server.streaming import error_body
 
 __all__ = ["GuardMiddleware", "default_origins"]
 
+#: request headers a browser may send (Ollama's list, and Anthropic's SDK headers); a
+#: preflight also gets any ``x-stainless-*`` header it names, as the SDKs add new ones
 _ALLOWED_HEADERS = (
-    "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, "
-    "x-stainless-lang, x-stainless-package-version, x-stainless-os, x-stainless-arch, "
-    "x-stainless-runtime, x-stainless-runtime-version, x-stainless-async, "
-    "x-stainless-retry-count, x-stainless-timeout"
+    "Authorization",
+    "Content-Type",
+    "User-Agent",
+    "Accept",
+    "X-Requested-With",
+    "OpenAI-Beta",
+    "x-api-key",
+    "anthropic-version",
+    "anthropic-beta",
+    "anthropic-dangerous-direct-browser-access",
+    "x-stainless-arch",
+    "x-stainless-async",
+    "x-stainless-custom-poll-interval",
+    "x-stainless-helper-method",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-poll-helper",
+    "x-stainless-retry-count",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-timeout",
 )
+_ALLOWED_LOWER = frozenset(name.lower() for name in _ALLOWED_HEADERS)
 _ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
 
 
@@ -131,7 +155,7 @@ class GuardMiddleware:
         if scope["method"] == "OPTIONS":
             cors += [
                 (b"access-control-allow-methods", _ALLOWED_METHODS.encode()),
-                (b"access-control-allow-headers", _ALLOWED_HEADERS.encode()),
+                (b"access-control-allow-headers", _allowed_headers(headers).encode("latin-1")),
                 (b"access-control-max-age", b"43200"),
             ]
             await send({"type": "http.response.start", "status": 204, "headers": cors})
@@ -147,6 +171,24 @@ class GuardMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+
+def _allowed_headers(headers: dict[str, str]) -> str:
+    """The preflight's ``Access-Control-Allow-Headers``: the fixed list, plus the
+    ``x-stainless-*`` headers the browser asks for (``Access-Control-Request-Headers``)
+    that the list does not name yet. Other headers stay refused."""
+    asked = headers.get("access-control-request-headers", "")
+    extra = []
+    for raw in asked.split(","):
+        name = raw.strip().lower()
+        if (
+            name.startswith("x-stainless-")
+            and name not in _ALLOWED_LOWER
+            and name not in extra
+            and all(c.isalnum() or c == "-" for c in name)
+        ):
+            extra.append(name)
+    return ", ".join((*_ALLOWED_HEADERS, *extra))
 
 
 async def _empty(send: Send, status: int) -> None:

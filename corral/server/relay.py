@@ -6,7 +6,9 @@ becomes a chunk in the dialect's shape; on ``done`` the shaper's held text is fl
 runner's counters become ``Stats``, the dialect shapes the final event and the request is
 observed (metrics). A ``Shape`` is all that differs between dialects: Ollama's generate and
 chat (``generation.py``) have one each, and so can any other dialect that relays directly
-instead of translating Ollama's chunks (as the OpenAI routes do).
+instead of translating Ollama's chunks (as the OpenAI routes do). The final chunk is a
+``FinalChunk``: it also carries the stop string that ended the answer, which only dialects
+with a field for it (Anthropic's ``stop_sequence``) read.
 """
 
 from __future__ import annotations
@@ -19,10 +21,32 @@ from typing import Any, TypedDict
 from corral.runner.events import CompletionEvent, TokenLogprob
 from corral.server.shaping import OutputShaper, Parts
 
-__all__ = ["Chunk", "Shape", "Stats", "relay", "run_stats"]
+__all__ = ["Chunk", "FinalChunk", "Shape", "Stats", "relay", "run_stats", "stop_sequence_of"]
 
 #: one event of an answer as a route sends it (a JSON object: an NDJSON line, an SSE event)
 Chunk = dict[str, Any]
+
+
+class FinalChunk(dict[str, Any]):
+    """The last chunk of an answer, as its dialect shaped it, and what the runner said about
+    the end that the shape has no field for: the stop string that ended the text
+    (``stop_sequence``, None when the end-of-turn token, a limit or nothing in particular did).
+
+    To every writer it is the plain dict it holds (an attribute is never serialised), so
+    Ollama's chunks keep Ollama's fields; a dialect that has such a field reads it with
+    ``stop_sequence_of``.
+    """
+
+    __slots__ = ("stop_sequence",)
+
+    def __init__(self, chunk: Chunk, *, stop_sequence: str | None = None) -> None:
+        super().__init__(chunk)
+        self.stop_sequence = stop_sequence
+
+
+def stop_sequence_of(chunk: Chunk) -> str | None:
+    """The stop string that ended the answer whose final chunk this is, if one did."""
+    return chunk.stop_sequence if isinstance(chunk, FinalChunk) else None
 
 
 class Stats(TypedDict):
@@ -69,7 +93,9 @@ async def relay(
                 if rest:
                     yield shape.chunk(rest, None)
                 stats = run_stats(event, started, loaded_at)
-                final = shape.final(event, stats)
+                final = FinalChunk(
+                    shape.final(event, stats), stop_sequence=event.get("stop_sequence")
+                )
                 observe(stats)
                 yield final
             else:

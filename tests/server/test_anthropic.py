@@ -11,6 +11,7 @@ import pytest
 from corral.api.anthropic import CountTokensRequest, MessagesRequest
 from corral.errors import BadRequestError
 from corral.server.anthropic import MessageEncoder, chat_request, error_body
+from corral.server.relay import FinalChunk
 from tests.server.chat_chunks import chunk, done
 
 WEATHER = {
@@ -301,11 +302,15 @@ def test_stream_of_thinking_text_and_a_tool_call() -> None:
     [
         (done("stop"), "end_turn", None),
         (done("length"), "max_tokens", None),
-        (done("stop", stop_sequence="END"), "stop_sequence", "END"),
+        (FinalChunk(done("stop"), stop_sequence="END"), "stop_sequence", "END"),
+        # a model's own stop string (not one the request asked for) ends the turn
+        (FinalChunk(done("stop"), stop_sequence="<|im_end|>"), "end_turn", None),
+        # never read from a field of the chunk: Ollama's chunks have none
+        (done("stop", stop_sequence="END"), "end_turn", None),
     ],
 )
 def test_stop_reasons(final: dict[str, Any], reason: str, sequence: str | None) -> None:
-    encoder = MessageEncoder("msg_1", "m")
+    encoder = MessageEncoder("msg_1", "m", stop_sequences=["END"])
     events_of(encoder, chunk(content="x"), final)
     assert (encoder.stop_reason, encoder.stop_sequence) == (reason, sequence)
 
