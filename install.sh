@@ -32,7 +32,8 @@ fi
 
 # llama.cpp is compiled for this CPU (a few minutes on 2 cores, once per CPU: the build is
 # kept in ~/.cache/corral/engine under a key of the CPU's features, never in pip's cache).
-# With an NVIDIA GPU and the CUDA toolkit it is built with CUDA.
+# With an NVIDIA GPU and the CUDA toolkit it is built with CUDA. Every build has llama.cpp's
+# RPC backend (`corral rpc-worker`, OLLAMA_RPC_SERVERS); a build from before it is redone.
 .venv/bin/python -m corral.engine.build install ${ENGINE_ARGS[@]+"${ENGINE_ARGS[@]}"}
 
 echo "installing corral and its dependencies..." >&2

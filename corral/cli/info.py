@@ -14,6 +14,7 @@ from corral.cli import _output as output
 from corral.cli.client import env_settings
 from corral.engine.probe import engine_report
 from corral.hardware import Hardware, SystemInfo
+from corral.rpc.probe import report as rpc_report
 
 __all__ = ["info"]
 
@@ -39,15 +40,19 @@ def info(
     finally:
         hardware.close()
     engine = engine_report()
+    workers = rpc_report(env_settings().rpc_servers)  # OLLAMA_RPC_SERVERS, probed
     if json_output:
         data = system.as_json()
         data["engine"] = engine
+        data["rpc_workers"] = workers
         if verbose:
             data["library_errors"] = errors
         output.print_json(data)
         return
     _print_table(system)
     _print_engine(engine)
+    for worker in workers:
+        output.out(f"RPC worker {worker['endpoint']}: {worker['detail'] or worker['state']}")
     if system.gpu_note:
         output.err(system.gpu_note)
     if verbose:

@@ -50,6 +50,7 @@ from corral.engine.features import cpu_flags
 
 __all__ = [
     "LLAMA_CPP_PYTHON",
+    "RPC_ARGS",
     "TIERS",
     "BuildPlan",
     "cache_dir",
@@ -65,6 +66,9 @@ TIERS = ("native", "avx2", "baseline")
 NO_AMX = ("-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16")
 _X86_SIMD = ("SSE42", "AVX", "AVX_VNNI", "AVX2", "BMI2", "FMA", "F16C", "AVX512")
 _AVX2_NEEDS = ("avx", "avx2", "fma", "f16c", "bmi2")
+#: every tier has ggml's RPC backend (a model's layers on other hosts, ``corral rpc-worker``):
+#: a 188 kB library, nothing runs remotely unless the operator lists workers
+RPC_ARGS = ("-DGGML_RPC=ON",)
 
 
 def _x86() -> bool:
@@ -143,7 +147,7 @@ def plan_for(
     custom_args: str = "",
 ) -> BuildPlan:
     """The CMake options and compiler flags of ``tier`` on this machine."""
-    extra = ("-DGGML_CUDA=on",) if cuda else ()
+    extra = (*RPC_ARGS, "-DGGML_CUDA=on") if cuda else RPC_ARGS
     cflags = NO_AMX if _x86() and no_amx_supported else ()
     if tier == "custom":
         args = tuple(shlex.split(custom_args))

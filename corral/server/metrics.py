@@ -60,14 +60,28 @@ class _SchedulerCollector(Collector):
             "Estimated memory of each loaded runner, by model and device kind",
             labels=["model", "device"],
         )
+        runners = GaugeMetricFamily(
+            "corral_model_runners", "Runners loaded per model (replicas)", labels=["model"]
+        )
+        # per model: a model's replicas (CORRAL_MAX_REPLICAS) are summed into one sample
+        sums: dict[str, list[int]] = {}
         for entry in scheduler.loaded_now():
-            busy.add_metric([entry.spec.name], entry.refcount)
-            waiting.add_metric([entry.spec.name], entry.waiting_for_slot)
-            memory.add_metric([entry.spec.name, "system"], entry.estimate.ram_bytes)
-            memory.add_metric([entry.spec.name, "gpu"], entry.size_vram)
+            row = sums.setdefault(entry.spec.name, [0, 0, 0, 0, 0])
+            row[0] += entry.refcount
+            row[1] += entry.waiting_for_slot
+            row[2] += entry.estimate.ram_bytes
+            row[3] += entry.size_vram
+            row[4] += 1
+        for name, (refs, queued, ram, vram, count) in sums.items():
+            busy.add_metric([name], refs)
+            waiting.add_metric([name], queued)
+            memory.add_metric([name, "system"], ram)
+            memory.add_metric([name, "gpu"], vram)
+            runners.add_metric([name], count)
         yield busy
         yield waiting
         yield memory
+        yield runners
         stats = scheduler.stats
         yield CounterMetricFamily("corral_model_loads", "Runner loads", value=stats.loads)
         yield CounterMetricFamily(

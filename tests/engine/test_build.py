@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from corral.engine import build, record
-from corral.engine.build import NO_AMX, BuildPlan, ensure_selftest, plan_for, tiers_for
+from corral.engine.build import (
+    NO_AMX,
+    RPC_ARGS,
+    BuildPlan,
+    ensure_selftest,
+    plan_for,
+    tiers_for,
+)
 from corral.engine.features import cpu_flags
 from corral.engine.selftest import run_selftest
 
@@ -36,7 +43,9 @@ def test_native_keeps_amx_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     env = plan.env({"CFLAGS": "-g"})
     assert env["CFLAGS"] == "-g " + " ".join(NO_AMX)
     assert env["CXXFLAGS"] == " ".join(NO_AMX)
-    assert env["CMAKE_ARGS"].startswith("-DGGML_NATIVE=ON -DCMAKE_PROJECT_llama.cpp_INCLUDE=")
+    assert env["CMAKE_ARGS"].startswith(
+        "-DGGML_NATIVE=ON -DGGML_RPC=ON -DCMAKE_PROJECT_llama.cpp_INCLUDE="
+    )
     no_common = (tmp_path / "no-common.cmake").read_text()
     assert "set(LLAMA_BUILD_COMMON OFF CACHE BOOL" in no_common
 
@@ -48,9 +57,30 @@ def test_portable_tiers_name_every_instruction_set() -> None:
     assert "-DGGML_AVX2=ON" in avx2.cmake_args
     assert "-DGGML_AVX512=OFF" in avx2.cmake_args
     baseline = plan_for("baseline", flags=FLAGS)
-    assert not any(arg.endswith("=ON") for arg in baseline.cmake_args)
+    assert not any(arg.endswith("=ON") for arg in baseline.cmake_args if arg not in RPC_ARGS)
     assert "-DGGML_AVX=OFF" in baseline.cmake_args
     assert plan_for("native", flags=FLAGS, cuda=True).cmake_args[-1] == "-DGGML_CUDA=on"
+
+
+@pytest.mark.parametrize("tier", ["native", "avx2", "baseline"])
+@pytest.mark.parametrize("cuda", [False, True])
+def test_every_tier_has_the_rpc_backend(tier: str, cuda: bool) -> None:
+    # corral rpc-worker and models spread over workers need ggml-rpc in every build; the
+    # flag is part of the cache key, so a build from before it is not reused
+    plan = plan_for(tier, flags=FLAGS, cuda=cuda)
+    assert "-DGGML_RPC=ON" in plan.cmake_args
+    assert "-DGGML_RPC=ON" in plan.env({})["CMAKE_ARGS"]
+    without = BuildPlan(tier, tuple(a for a in plan.cmake_args if a not in RPC_ARGS))
+    assert plan.key("gcc 12") != BuildPlan(
+        tier, without.cmake_args, cflags=plan.cflags, cuda=cuda, cpu_flags=plan.cpu_flags
+    ).key("gcc 12")
+
+
+def test_a_custom_build_keeps_its_own_arguments() -> None:
+    # CMAKE_ARGS given by the user are theirs: no RPC added behind their back
+    assert plan_for("custom", flags=FLAGS, custom_args="-DGGML_BLAS=ON").cmake_args == (
+        "-DGGML_BLAS=ON",
+    )
 
 
 @x86
