@@ -175,7 +175,10 @@ class Settings:
     max_queue: int = 512
     origins: tuple[str, ...] = ()
     debug: int = 0
-    flash_attention: bool = False
+    #: write each inference request's body and a curl line replaying it to a temp directory
+    debug_log_requests: bool = False
+    #: None: automatic (llama.cpp turns it on where the device supports it), as Ollama
+    flash_attention: bool | None = None
     no_history: bool = False
     no_prune: bool = False
     sched_spread: bool = False
@@ -183,7 +186,8 @@ class Settings:
     gpu_overhead_bytes: int = 0
     load_timeout_seconds: float = 300.0
     kv_cache_type: str = "f16"
-    context_length: int = 4096
+    #: the default num_ctx; 0: by the devices' memory (``decisions.tiered_context``)
+    context_length: int = 0
     num_thread: int = 0  # 0 = runner decides (physical cores)
     api_key: str = field(default="", repr=False)  # "" = no key asked (never logged)
     tls_cert: Path | None = None
@@ -192,6 +196,14 @@ class Settings:
     #: a runner with work that sends nothing for this long and does not answer a health
     #: check is killed (a frozen or stopped process); 0 turns the watchdog off
     runner_stall_seconds: float = 30.0
+    #: RPC workers (host:port) a model may be spread over; from the operator only, never a
+    #: client (a worker port is as good as a shell on its host); checked by corral.rpc
+    rpc_servers: tuple[str, ...] = ()
+    #: place every model on the workers, even one that fits this host (trying workers out)
+    rpc_only: bool = False
+    #: runners of one model at most: another loads while every slot is busy and requests
+    #: wait, where memory allows (1: one runner per model)
+    max_replicas: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -209,7 +221,8 @@ class Settings:
                 o.strip() for o in source.get("OLLAMA_ORIGINS", "").split(",") if o.strip()
             ),
             debug=reader.debug_level("OLLAMA_DEBUG"),
-            flash_attention=reader.boolean("OLLAMA_FLASH_ATTENTION"),
+            debug_log_requests=reader.boolean("OLLAMA_DEBUG_LOG_REQUESTS"),
+            flash_attention=reader.tristate("OLLAMA_FLASH_ATTENTION"),
             no_history=reader.boolean("OLLAMA_NOHISTORY"),
             no_prune=reader.boolean("OLLAMA_NOPRUNE"),
             sched_spread=reader.boolean("OLLAMA_SCHED_SPREAD"),
@@ -219,13 +232,18 @@ class Settings:
                 "OLLAMA_LOAD_TIMEOUT", 300.0, zero_is_forever=True
             ),
             kv_cache_type=reader.choice("OLLAMA_KV_CACHE_TYPE", "f16", ("f16", "q8_0", "q4_0")),
-            context_length=reader.integer("OLLAMA_CONTEXT_LENGTH", 4096, minimum=0) or 4096,
+            context_length=reader.integer("OLLAMA_CONTEXT_LENGTH", 0, minimum=0),
             num_thread=reader.integer("OLLAMA_NUM_THREAD", 0, minimum=0),
             api_key=source.get("CORRAL_API_KEY", "").strip(),
             tls_cert=reader.path("CORRAL_TLS_CERT"),
             tls_key=reader.path("CORRAL_TLS_KEY"),
             shutdown_timeout_seconds=reader.duration("CORRAL_SHUTDOWN_TIMEOUT", 2.0),
             runner_stall_seconds=reader.duration("CORRAL_RUNNER_STALL_TIMEOUT", 30.0),
+            rpc_servers=tuple(
+                p.strip() for p in source.get("OLLAMA_RPC_SERVERS", "").split(",") if p.strip()
+            ),
+            rpc_only=reader.boolean("CORRAL_RPC_ONLY"),
+            max_replicas=reader.integer("CORRAL_MAX_REPLICAS", 1, minimum=1),
         )
 
     def describe(self) -> dict[str, str]:
@@ -235,6 +253,8 @@ class Settings:
             value = getattr(self, spec.attribute)
             if spec.attribute == "api_key":
                 value = "(set)" if value else ""  # the key itself is never shown or logged
+            elif spec.attribute == "flash_attention" and value is None:
+                value = "auto"
             elif isinstance(value, HostPort):
                 value = value.url
             elif value is None:
@@ -291,6 +311,11 @@ class _Reader:
             return True
         # Ollama treats any non-empty value other than an explicit false as true.
         return lowered not in {"0", "f", "false", "no", "off"}
+
+    def tristate(self, name: str) -> bool | None:
+        """Unset (or empty) is ``None``, "let the engine decide"; otherwise ``boolean``'s
+        reading (Ollama's ``BoolWithDefault``: any value but an explicit false is true)."""
+        return None if self._raw(name) is None else self.boolean(name)
 
     def debug_level(self, name: str) -> int:
         raw = self._raw(name)
@@ -353,7 +378,18 @@ VARIABLES: tuple[VariableSpec, ...] = (
     VariableSpec("OLLAMA_MAX_QUEUE", "max_queue", "512", "Pending requests before 503"),
     VariableSpec("OLLAMA_ORIGINS", "origins", "", "Extra allowed CORS origins (comma list)"),
     VariableSpec("OLLAMA_DEBUG", "debug", "0", "Debug logging (1 debug, 2 trace)"),
-    VariableSpec("OLLAMA_FLASH_ATTENTION", "flash_attention", "false", "Use flash attention"),
+    VariableSpec(
+        "OLLAMA_DEBUG_LOG_REQUESTS",
+        "debug_log_requests",
+        "false",
+        "Log inference request bodies and replay curl commands to a temp directory",
+    ),
+    VariableSpec(
+        "OLLAMA_FLASH_ATTENTION",
+        "flash_attention",
+        "auto",
+        "Flash attention: 1 on, 0 off, unset auto (on where the device supports it)",
+    ),
     VariableSpec("OLLAMA_NOHISTORY", "no_history", "false", "Do not keep `run` history"),
     VariableSpec("OLLAMA_NOPRUNE", "no_prune", "false", "Do not prune unused blobs at start"),
     VariableSpec("OLLAMA_SCHED_SPREAD", "sched_spread", "false", "Spread models over all GPUs"),
@@ -363,7 +399,13 @@ VARIABLES: tuple[VariableSpec, ...] = (
         "OLLAMA_LOAD_TIMEOUT", "load_timeout_seconds", "5m", "Give up on a load that stalls"
     ),
     VariableSpec("OLLAMA_KV_CACHE_TYPE", "kv_cache_type", "f16", "KV cache type: f16/q8_0/q4_0"),
-    VariableSpec("OLLAMA_CONTEXT_LENGTH", "context_length", "4096", "Default context length"),
+    VariableSpec(
+        "OLLAMA_CONTEXT_LENGTH",
+        "context_length",
+        "0",
+        "Default context length; 0 or unset: 4096, 32768 or 262144 by total GPU memory"
+        " (from 23 and 47 GiB), at most the model's",
+    ),
     VariableSpec("OLLAMA_NUM_THREAD", "num_thread", "0 (auto)", "Threads per runner"),
     VariableSpec(
         "CORRAL_API_KEY", "api_key", "", "Key every request but / must send (Bearer/x-api-key)"
@@ -381,5 +423,18 @@ VARIABLES: tuple[VariableSpec, ...] = (
         "runner_stall_seconds",
         "30s",
         "Kill a busy runner silent this long and deaf to health checks (0: never)",
+    ),
+    VariableSpec(
+        "OLLAMA_RPC_SERVERS",
+        "rpc_servers",
+        "",
+        "RPC workers (host:port, comma list) for models too big for this host",
+    ),
+    VariableSpec("CORRAL_RPC_ONLY", "rpc_only", "false", "Place every model on the RPC workers"),
+    VariableSpec(
+        "CORRAL_MAX_REPLICAS",
+        "max_replicas",
+        "1",
+        "Runners per model: another loads when all slots are busy and memory allows",
     ),
 )

@@ -302,7 +302,7 @@ def estimate(
     )
     vocab = _VOCAB_BYTES_PER_TOKEN * layout.n_vocab
     ram = RUNNER_OVERHEAD_BYTES + vocab + cpu_weights + cpu_kv + cpu_graph
-    return Estimate(
+    placed = Estimate(
         layers=layers,
         gpu_layers=on_gpu,
         gpu_ids=tuple(g.id for g, n in zip(placement.gpus, placement.counts, strict=True) if n),
@@ -314,6 +314,63 @@ def estimate(
         graph_bytes=gpu_graph,
         notes=placement.notes,
     )
+    return _with_projector(_with_draft(placed, settings, cpu), settings)
+
+
+@functools.lru_cache(maxsize=16)
+def projector_bytes(path: str) -> tuple[int, int]:
+    """A vision projector's ``(weights, encode graph)`` bytes.
+
+    The graph is one image through the ViT: the attention scores of one head group
+    (``4 x heads x patches^2``), a block's activations (``4 x patches x (4 x width + ffn)``),
+    the picture as floats and its patches unfolded (``im2col``), as clip.cpp allocates them.
+    """
+    info = read_gguf(path)
+    weights = sum(t.n_bytes for t in info.tensors)
+    meta = info.metadata
+    side = _int(meta.get("clip.vision.image_size"), 0)
+    patch = max(_int(meta.get("clip.vision.patch_size"), 1), 1)
+    width = _int(meta.get("clip.vision.embedding_length"), 0)
+    ffn = _int(meta.get("clip.vision.feed_forward_length"), 0)
+    heads = _int(meta.get("clip.vision.attention.head_count"), 0)
+    patches = (side // patch) ** 2 + 1
+    graph = (
+        4 * (heads * patches * patches + patches * (4 * width + ffn) + 3 * side * side)
+        + 4 * patches * 3 * patch * patch
+    )
+    return weights, graph
+
+
+def _with_projector(placed: Estimate, settings: LoadSettings) -> Estimate:
+    """A vision model's projector: its weights and encode graph, on the first GPU when the
+    model uses one (the runner puts it there), else in system memory."""
+    if not settings.projector:
+        return placed
+    weights, graph = projector_bytes(settings.projector)
+    placed = replace(placed, weights_bytes=placed.weights_bytes + weights)
+    if placed.gpu_layers > 0 and placed.gpu_bytes:
+        first = placed.gpu_bytes[0] + weights + graph
+        return replace(placed, gpu_bytes=(first, *placed.gpu_bytes[1:]))
+    return replace(placed, ram_bytes=placed.ram_bytes + weights + graph)
+
+
+def _with_draft(placed: Estimate, settings: LoadSettings, cpu: CpuInfo | None) -> Estimate:
+    """A draft model (speculative decoding) beside the model: its weights, KV cache and
+    graph with the same context and slots, where the runner puts it (whole on the GPU when
+    the model uses one, else in system memory)."""
+    if not settings.draft_path:
+        return placed
+    alone = replace(settings, model_path=settings.draft_path, draft_path=None, num_gpu=0)
+    draft = estimate(alone, (), cpu)
+    extra = draft.ram_bytes - RUNNER_OVERHEAD_BYTES
+    placed = replace(
+        placed,
+        weights_bytes=placed.weights_bytes + draft.weights_bytes,
+        kv_bytes=placed.kv_bytes + draft.kv_bytes,
+    )
+    if placed.gpu_layers > 0 and placed.gpu_bytes:
+        return replace(placed, gpu_bytes=(placed.gpu_bytes[0] + extra, *placed.gpu_bytes[1:]))
+    return replace(placed, ram_bytes=placed.ram_bytes + extra)
 
 
 def _offloaded_layers(block_count: int, gpu_layers: int) -> set[int]:

@@ -92,7 +92,8 @@ def test_defaults() -> None:
     assert settings.debug == 0
     assert settings.load_timeout_seconds == 300.0
     assert settings.kv_cache_type == "f16"
-    assert settings.context_length == 4096
+    assert settings.context_length == 0  # by the GPUs' memory, as newest Ollama
+    assert settings.flash_attention is None  # auto: llama.cpp decides per device
 
 
 def test_empty_values_are_defaults() -> None:
@@ -110,6 +111,7 @@ EACH_VARIABLE: list[tuple[str, str, str, Any]] = [
     ("OLLAMA_MAX_QUEUE", "10", "max_queue", 10),
     ("OLLAMA_ORIGINS", "http://a, http://b ,,", "origins", ("http://a", "http://b")),
     ("OLLAMA_DEBUG", "2", "debug", 2),
+    ("OLLAMA_DEBUG_LOG_REQUESTS", "1", "debug_log_requests", True),
     ("OLLAMA_FLASH_ATTENTION", "1", "flash_attention", True),
     ("OLLAMA_NOHISTORY", "true", "no_history", True),
     ("OLLAMA_NOPRUNE", "yes", "no_prune", True),
@@ -125,6 +127,9 @@ EACH_VARIABLE: list[tuple[str, str, str, Any]] = [
     ("CORRAL_TLS_KEY", "/etc/corral/key.pem", "tls_key", Path("/etc/corral/key.pem")),
     ("CORRAL_SHUTDOWN_TIMEOUT", "500ms", "shutdown_timeout_seconds", 0.5),
     ("CORRAL_RUNNER_STALL_TIMEOUT", "1m", "runner_stall_seconds", 60.0),
+    ("OLLAMA_RPC_SERVERS", " 10.0.0.2:50052, w3 ,", "rpc_servers", ("10.0.0.2:50052", "w3")),
+    ("CORRAL_RPC_ONLY", "1", "rpc_only", True),
+    ("CORRAL_MAX_REPLICAS", "2", "max_replicas", 2),
 ]
 
 
@@ -163,7 +168,8 @@ def test_each_variable(name: str, raw: str, attribute: str, expected: Any) -> No
         ("OLLAMA_FLASH_ATTENTION", "0", "flash_attention", False),
         ("OLLAMA_FLASH_ATTENTION", "false", "flash_attention", False),
         ("OLLAMA_FLASH_ATTENTION", "maybe", "flash_attention", True),  # as Ollama: non-empty
-        ("OLLAMA_CONTEXT_LENGTH", "0", "context_length", 4096),
+        ("OLLAMA_FLASH_ATTENTION", "  ", "flash_attention", None),  # empty: auto, as unset
+        ("OLLAMA_CONTEXT_LENGTH", "0", "context_length", 0),
     ],
 )
 def test_variable_forms(name: str, raw: str, attribute: str, expected: Any) -> None:
@@ -184,7 +190,7 @@ def test_variable_forms(name: str, raw: str, attribute: str, expected: Any) -> N
         ("OLLAMA_LOAD_TIMEOUT", "soon", "load_timeout_seconds", 300.0),
         ("OLLAMA_GPU_OVERHEAD", "1GB", "gpu_overhead_bytes", 0),
         ("OLLAMA_KV_CACHE_TYPE", "q5_1", "kv_cache_type", "f16"),
-        ("OLLAMA_CONTEXT_LENGTH", "big", "context_length", 4096),
+        ("OLLAMA_CONTEXT_LENGTH", "big", "context_length", 0),
         ("OLLAMA_NUM_THREAD", "1.5", "num_thread", 0),
     ],
 )
@@ -236,6 +242,7 @@ def test_describe_covers_every_variable() -> None:
     assert all(isinstance(value, str) for value in described.values())
     assert described["OLLAMA_MAX_QUEUE"] == "9"
     assert "http://a" in described["OLLAMA_ORIGINS"]
+    assert described["OLLAMA_FLASH_ATTENTION"] == "auto"
 
 
 def test_with_changes_replaces_only_the_named_fields() -> None:

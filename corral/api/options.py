@@ -55,6 +55,7 @@ OPTION_KINDS: dict[str, Kind] = {
     "f16_kv": "bool",
     "logits_all": "bool",
     "vocab_only": "bool",
+    "draft_num_predict": "int",
     "num_keep": "int",
     "seed": "int",
     "num_predict": "int",
@@ -231,6 +232,9 @@ class Options:
     num_thread: int = 0
     num_parallel: int = 0
     use_mmap: bool | None = None
+    #: tokens a draft model guesses per step (speculative decoding; 0: off). Ollama counts it
+    #: among its runner options; here each request may set it without another runner
+    draft_num_predict: int = 4
     num_keep: int = 4
     seed: int = -1
     num_predict: int = -1

@@ -7,18 +7,21 @@ Responses are plain dicts built in ``server/`` (streamed chunk by chunk, cheaply
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from corral.config import FOREVER, parse_go_duration
+from corral.errors import BadRequestError
 
 __all__ = [
     "ChatRequest",
     "CopyRequest",
     "CreateRequest",
     "DeleteRequest",
+    "DetokenizeRequest",
     "EmbedRequest",
     "EmbeddingsRequest",
     "GenerateRequest",
@@ -27,10 +30,12 @@ __all__ = [
     "PullRequest",
     "PushRequest",
     "ShowRequest",
+    "TokenizeRequest",
     "ToolCall",
     "check_top_logprobs",
     "keep_alive_seconds",
     "parse_duration",
+    "think_from_effort",
 ]
 
 
@@ -75,6 +80,28 @@ def _go_type_name(value: Any) -> str:
     if isinstance(value, dict):
         return "map[string]interface {}"
     return type(value).__name__
+
+
+def think_from_effort(effort: str | None) -> bool | str | None:
+    """OpenAI's ``reasoning_effort`` / ``reasoning.effort`` as Ollama's ``think``, as newest
+    Ollama maps it: ``none`` turns thinking off, ``minimal`` is ``low``, ``xhigh`` and
+    ``ultra`` are ``max``; unset or empty leaves ``think`` unset. ``BadRequestError``
+    (Ollama's words) for anything else."""
+    match effort:
+        case None | "":
+            return None
+        case "none":
+            return False
+        case "minimal":
+            return "low"
+        case "low" | "medium" | "high" | "max":
+            return effort
+        case "xhigh" | "ultra":
+            return "max"
+    raise BadRequestError(
+        f'invalid reasoning value: {json.dumps(effort)} (must be "minimal", "low",'
+        ' "medium", "high", "xhigh", "ultra", "max", or "none")'
+    )
 
 
 #: Ollama's bound on ``top_logprobs`` (OpenAI's too)
@@ -180,6 +207,10 @@ class GenerateRequest(KeepAlive, _Logprobs):
     images: list[str] | None = None
     options: dict[str, Any] | None = None
     think: bool | str | None = None
+    #: false: a prompt longer than the context is a 400, not cut (unset: true)
+    truncate: bool | None = None
+    #: false: generation stops at a full context instead of shifting it (unset: true)
+    shift: bool | None = None
 
     @field_validator("prompt", "suffix", mode="before")
     @classmethod
@@ -196,6 +227,10 @@ class ChatRequest(KeepAlive, _Logprobs):
     format: str | dict[str, Any] | None = None
     options: dict[str, Any] | None = None
     think: bool | str | None = None
+    #: false: the history is not cut to the context, and a prompt longer than it is a 400
+    truncate: bool | None = None
+    #: false: generation stops at a full context instead of shifting it (unset: true)
+    shift: bool | None = None
 
     @field_validator("messages", mode="before")
     @classmethod
@@ -214,6 +249,25 @@ class EmbedRequest(_Request, KeepAlive):
 class EmbeddingsRequest(_Request, KeepAlive):
     model: str = ""
     prompt: str = ""
+    options: dict[str, Any] | None = None
+
+
+class TokenizeRequest(_Request, KeepAlive):
+    """``POST /api/tokenize``: ``content`` (llama-server's name) or ``text``."""
+
+    model: str = ""
+    content: str | None = None
+    text: str | None = None
+    add_special: bool = False
+    parse_special: bool = True
+    options: dict[str, Any] | None = None
+
+
+class DetokenizeRequest(_Request, KeepAlive):
+    """``POST /api/detokenize``: token ids back to text."""
+
+    model: str = ""
+    tokens: list[Any] = Field(default_factory=list)  # checked against the vocabulary
     options: dict[str, Any] | None = None
 
 
@@ -246,6 +300,13 @@ class CreateRequest(_Request):
     messages: list[dict[str, Any]] | None = None
     quantize: str | None = None
     quantization: str | None = None
+    renderer: str | None = None
+    parser: str | None = None
+    requires: str | None = None
+    info: dict[str, Any] | None = None
+    draft_files: dict[str, str] | None = None  # one GGUF: the draft model (DRAFT)
+    draft_quantize: str | None = None
+    draft: str | None = None  # corral: DRAFT naming a model, a blob or a server-side GGUF
     insecure: bool = False  # corral: pull a missing FROM base over plain HTTP
     stream: bool = True
 

@@ -6,7 +6,6 @@ command to try and exit 1; a traceback means a bug.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
@@ -20,10 +19,11 @@ from corral import __version__
 from corral.cli import _output as output
 from corral.cli.chat import ChatSettings, chat, parse_think
 from corral.cli.client import CliError, ServerClient, ServerDown, env_settings
+from corral.cli.images import user_message
 from corral.cli.info import info as info_command
 from corral.cli.launch import CONTEXT as LAUNCH_CONTEXT
 from corral.cli.launch import launch as launch_command
-from corral.cli.repl import OllamaHistory, Repl, history_path, preload
+from corral.cli.rpc_worker import rpc_worker as rpc_worker_command
 from corral.cli.show import show_summary
 from corral.config import VARIABLES, Settings
 from corral.errors import ModelfileError
@@ -89,8 +89,11 @@ def _serve_help() -> str:
     return "\n\n".join(["Start corral.", "\n".join(lines[2:])])
 
 
+@app.command("start", help=_serve_help())
 @app.command("serve", help=_serve_help())
 def serve() -> None:
+    import asyncio  # the server's alone: not on the other commands' start-up
+
     from corral.server.serve import configure_logging, run_server
 
     settings = _settings()
@@ -198,6 +201,9 @@ def create(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Pull a missing FROM model over plain HTTP")
     ] = False,
+    draft_quantize: Annotated[
+        str, typer.Option("--draft-quantize", help="Quantize the DRAFT model to this level")
+    ] = "",
 ) -> None:
     """Create a model from a Modelfile.
 
@@ -207,6 +213,10 @@ def create(
     body = _create_body(file)
     if quantize:
         body["quantize"] = quantize
+    if draft_quantize:
+        if "draft_local" not in body:
+            raise CliError("--draft-quantize requires a DRAFT model")
+        body["draft_quantize"] = draft_quantize
     if insecure:
         body["insecure"] = True
     client = _client()
@@ -227,15 +237,25 @@ def _create_body(file: Path) -> dict[str, Any]:
         raise CliError(f"{file}: {exc.message}") from None
     body = fields.request_body()
     body["adapters_local"] = list(fields.adapters)
+    if fields.draft is not None:
+        body["draft_local"] = fields.draft
+    body["from_local"] = list(fields.from_all)  # a vision model: model and projector
     return body
 
 
 def _upload_local_files(client: ServerClient, body: dict[str, Any], base: Path) -> None:
     """Replace local FROM/ADAPTER paths by uploaded blobs (``files``/``adapters``)."""
-    source = _local_path(body["from"], base)
-    if source is not None:
-        del body["from"]
-        body["files"] = _upload_tree(client, source)
+    files: dict[str, str] = {}
+    for raw in body.pop("from_local", None) or [body["from"]]:
+        source = _local_path(raw, base)
+        if source is not None:
+            files.update(_upload_tree(client, source))
+        elif raw != body["from"]:
+            body["from"] = raw  # a model name beside a local projector
+    if files:
+        if _local_path(body["from"], base) is not None:
+            del body["from"]
+        body["files"] = files
     adapters: dict[str, str] = {}
     for raw in body.pop("adapters_local"):
         path = _local_path(raw, base)
@@ -244,6 +264,15 @@ def _upload_local_files(client: ServerClient, body: dict[str, Any], base: Path) 
         adapters[path.name] = client.upload_blob(path, _transfer_progress(path))
     if adapters:
         body["adapters"] = adapters
+    draft = body.pop("draft_local", None)
+    if draft is not None:
+        path = _local_path(draft, base)
+        if path is None:
+            body["draft"] = draft  # a model name: the server takes its weights
+        elif path.is_dir():
+            raise CliError(f"DRAFT {draft}: not a GGUF file")
+        else:
+            body["draft_files"] = {path.name: client.upload_blob(path, _transfer_progress(path))}
 
 
 def _local_path(value: str, base: Path) -> Path | None:
@@ -294,13 +323,16 @@ def _transfer_progress(path: Path) -> Callable[[int, int], None]:
     return show
 
 
-def _ensure_model(client: ServerClient, model: str, *, insecure: bool = False) -> None:
+def _ensure_model(client: ServerClient, model: str, *, insecure: bool = False) -> dict[str, Any]:
+    """The model's ``/api/show`` answer, pulling it first where it is not here."""
     try:
-        client.request("POST", "/api/show", {"model": model})
+        shown = client.request("POST", "/api/show", {"model": model})
     except CliError as exc:
         if exc.status != 404:
             raise
         _pull(client, model, insecure=insecure)
+        shown = client.request("POST", "/api/show", {"model": model})
+    return shown if isinstance(shown, dict) else {}
 
 
 @app.command("run")
@@ -326,6 +358,20 @@ def run(
         bool, typer.Option("--hidethinking", help="Hide the thinking text (if any)")
     ] = False,
     insecure: Annotated[bool, typer.Option("--insecure", help="Use an insecure registry")] = False,
+    truncate: Annotated[
+        bool | None,
+        typer.Option(
+            "--truncate/--no-truncate",
+            help="For embedding models: cut inputs longer than the context (default: true);"
+            " --truncate=false to get an error instead",
+        ),
+    ] = None,
+    dimensions: Annotated[
+        int,
+        typer.Option(
+            "--dimensions", help="Cut output embeddings to this many dimensions (embedding models)"
+        ),
+    ] = 0,
 ) -> None:
     """Run a model: answer PROMPT, or chat interactively (type /? for help there).
 
@@ -341,23 +387,33 @@ def run(
         verbose=verbose,
     )
     client = _client(autostart=True)
-    _ensure_model(client, model, insecure=insecure)
+    shown = _ensure_model(client, model, insecure=insecure)
     text = " ".join(prompt or [])
     interactive = sys.stdin.isatty() and output.stdout_is_terminal()
     if not sys.stdin.isatty():
         piped = sys.stdin.read()
         text = f"{text}\n\n{piped}".strip() if text else piped.strip()
-    if text:
-        chat(client, settings, [{"role": "user", "content": text}])
+    if "embedding" in shown.get("capabilities", ()):
+        from corral.cli.embed_run import print_embedding  # numpy: not on a chat's cold start
+
+        print_embedding(client, model, text, keepalive, truncate, dimensions)
+    elif text:
+        vision = "vision" in shown.get("capabilities", ())
+        chat(client, settings, [user_message(text, vision=vision)])  # image paths: images.py
     elif interactive:
+        from corral.cli.repl import OllamaHistory, Repl, history_path  # not on a one-shot's path
+
         history = OllamaHistory(history_path(), enabled=not _settings().no_history)
         Repl(client, settings, history=history, pull=lambda name: _pull(client, name)).start()
     else:  # no prompt and no terminal to chat on: load the model, as Ollama does
+        from corral.cli.repl import preload
+
         preload(client, settings)
 
 
 @app.command("list")
 def list_models(
+    prefix: Annotated[str, typer.Argument(help="Only models whose name starts so")] = "",
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """List models."""
@@ -365,9 +421,16 @@ def list_models(
     if json_output:
         output.print_json(data)
         return
+    print_model_list(data, prefix)
+
+
+def print_model_list(data: dict[str, Any], prefix: str = "") -> None:
+    """``list``'s table (and the REPL's ``/list``): models whose name starts with
+    ``prefix`` (any casing), as Ollama's ``ListHandler``."""
     rows = [
         [m["name"], m["digest"][:12], _human_size(m["size"]), _ago(m["modified_at"])]
         for m in data.get("models", [])
+        if m["name"].lower().startswith(prefix.lower())
     ]
     output.table(["NAME", "ID", "SIZE", "MODIFIED"], rows)
 
@@ -385,6 +448,8 @@ def ps(
         output.print_json(data)
         return
     rows = []
+    # a model with several runners (CORRAL_MAX_REPLICAS): a REPLICA column
+    replicated = any("replica" in m for m in data.get("models", []))
     for m in data.get("models", []):
         size, vram = m.get("size", 0), m.get("size_vram", 0)
         if vram == 0:
@@ -394,17 +459,29 @@ def ps(
         else:
             cpu = round((size - vram) * 100 / size)
             processor = f"{cpu}%/{100 - cpu}% CPU/GPU"
+        if isinstance(m.get("rpc"), dict):  # spread over RPC workers: layers on each
+            workers = m["rpc"].get("workers") or []
+            processor = "RPC " + " ".join(
+                f"{w.get('layers', '?')}@{w.get('endpoint')}" for w in workers
+            )
         rows.append(
             [
-                m["name"],
+                ",".join(m.get("names") or [m["name"]]),  # every name sharing the runner
                 m["digest"][:12],
                 _human_size(size),
                 processor,
                 str(m.get("context_length", "")),
                 _until(m.get("expires_at", "")),
+                str(m.get("requests_running", 0)),
+                str(m.get("requests_waiting", 0)),
             ]
+            + ([str(m.get("replica", 0))] if replicated else [])
         )
-    output.table(["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"], rows)
+    output.table(
+        ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL", "RUNNING", "WAITING"]
+        + (["REPLICA"] if replicated else []),
+        rows,
+    )
 
 
 @app.command("show")
@@ -415,9 +492,13 @@ def show(
     parameters: Annotated[bool, typer.Option("--parameters", help="Show parameters")] = False,
     system: Annotated[bool, typer.Option("--system", help="Show system message")] = False,
     template: Annotated[bool, typer.Option("--template", help="Show template")] = False,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Show detailed model information")
+    ] = False,
 ) -> None:
     """Show information for a model."""
-    data = _model_request(_client(), "/api/show", {"model": model})
+    body: dict[str, Any] = {"model": model, "verbose": True} if verbose else {"model": model}
+    data = _model_request(_client(), "/api/show", body)
     if license:
         output.out(data.get("license", ""))
     elif modelfile:
@@ -429,7 +510,7 @@ def show(
     elif template:
         output.out(data.get("template", ""))
     else:
-        show_summary(data)
+        show_summary(data, verbose=verbose)
 
 
 @app.command("rm")
@@ -455,6 +536,7 @@ def cp(
 
 app.command("info")(info_command)
 app.command("launch", context_settings=LAUNCH_CONTEXT)(launch_command)
+app.command("rpc-worker")(rpc_worker_command)
 
 
 @app.command("stop")
@@ -533,9 +615,15 @@ def _duration_words(seconds: float) -> str:
 
 def _bare_think(argv: list[str]) -> list[str]:
     """``--think`` alone means ``--think=true`` (Ollama's flag has an optional value); click
-    would otherwise take the next word, often the prompt, as its value."""
+    would otherwise take the next word, often the prompt, as its value. ``--truncate=false``
+    (Ollama's spelling) is ``--no-truncate`` here, ``--truncate=true`` ``--truncate``."""
     cut = argv.index("--") if "--" in argv else len(argv)
-    return [a if a != "--think" else "--think=true" for a in argv[:cut]] + argv[cut:]
+    words = {
+        "--think": "--think=true",
+        "--truncate=false": "--no-truncate",
+        "--truncate=true": "--truncate",
+    }
+    return [words.get(a, a) for a in argv[:cut]] + argv[cut:]
 
 
 def main() -> None:

@@ -25,17 +25,19 @@ import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import numpy as np
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where embeddings arrive: not on a server's start-up
 
 from corral.errors import BadRequestError, RunnerError
 from corral.runner.diagnose import ENGINE_UNUSABLE, OomCounter, explain
 from corral.runner.events import CompletionEvent
 from corral.runner.settings import LoadSettings
 
-__all__ = ["RunnerClient", "RunnerConfig", "RunnerEmbeddings"]
+__all__ = ["RunnerClient", "RunnerConfig", "RunnerEmbeddings", "RunnerRerank"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,15 @@ class RunnerEmbeddings:
     """What ``RunnerClient.embed`` returns: float32 rows in input order, as pooled."""
 
     vectors: np.ndarray[Any, Any]
+    prompt_eval_count: int
+    duration_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerRerank:
+    """What ``RunnerClient.rerank`` returns: one raw relevance score per document, in order."""
+
+    scores: list[float]
     prompt_eval_count: int
     duration_ns: int
 
@@ -201,7 +212,9 @@ class RunnerClient:
                     + (f" - {detail}" if detail else "")
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.25)
+            # a small model loads in well under a second: a long sleep here would be most
+            # of a cold start's wait; a health check on loopback costs little
+            delay = min(delay * 2, 0.02)
 
     async def _health_once(self) -> dict[str, Any]:
         assert self._http is not None
@@ -349,8 +362,11 @@ class RunnerClient:
         detail = "" if explained else self.last_error_line()
         return self.exit_status() + (f"; last error: {detail}" if detail else "")
 
-    async def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
-        data = await self._post("/tokenize", {"content": text, "add_special": add_special})
+    async def tokenize(
+        self, text: str, *, add_special: bool = False, parse_special: bool = True
+    ) -> list[int]:
+        payload = {"content": text, "add_special": add_special, "parse_special": parse_special}
+        data = await self._post("/tokenize", payload)
         tokens = data.get("tokens")
         if not isinstance(tokens, list):
             raise RunnerError("runner returned no tokens")
@@ -390,11 +406,57 @@ class RunnerClient:
             data = response.json()
             dim = int(data["dim"])
             raw = base64.b64decode(data["embeddings_b64"])
+            import numpy as np
+
             vectors = np.frombuffer(raw, dtype="<f4").reshape(int(data["count"]), dim)
         except (ValueError, KeyError, TypeError) as exc:
             raise RunnerError(f"runner sent a malformed embedding answer: {exc}") from exc
         return RunnerEmbeddings(
             vectors=vectors,
+            prompt_eval_count=int(data.get("prompt_eval_count", 0)),
+            duration_ns=int(data.get("duration", 0)),
+        )
+
+    async def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        truncate: bool = True,
+        num_ctx: int | None = None,
+    ) -> RunnerRerank:
+        """Scores of ``documents`` for ``query`` from a reranker, batched in the runner.
+
+        ``BadRequestError`` when the model is not a reranker or a pair is too long and
+        ``truncate`` is false, ``RunnerError`` when the runner fails or dies.
+        """
+        assert self._http is not None
+        payload: dict[str, Any] = {
+            "query": query,
+            "documents": list(documents),
+            "truncate": truncate,
+        }
+        if num_ctx is not None:
+            payload["num_ctx"] = num_ctx
+        try:
+            async with self._watchdog():
+                response = await self._http.post("/rerank", json=payload, timeout=None)
+        except httpx.HTTPError as exc:
+            raise await self._died(exc) from exc
+        if response.status_code != 200:
+            text = _error_text(response.content) or f"runner answered {response.status_code}"
+            if response.status_code == 400:
+                raise BadRequestError(text)
+            raise RunnerError(text)
+        try:
+            data = response.json()
+            scores = [float(score) for score in data["scores"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RunnerError(f"runner sent a malformed rerank answer: {exc}") from exc
+        if len(scores) != len(documents):
+            raise RunnerError("runner sent a score count that does not match the documents")
+        return RunnerRerank(
+            scores=scores,
             prompt_eval_count=int(data.get("prompt_eval_count", 0)),
             duration_ns=int(data.get("duration", 0)),
         )

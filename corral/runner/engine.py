@@ -7,11 +7,15 @@ still reading its prompt (continuous batching: a new request joins at the next s
 long prompt is fed ``n_batch`` tokens at a time so it never stalls the others for long).
 
 A slot keeps the tokens that are in its part of the KV cache. A new task goes to the free
-slot whose cached tokens share the longest prefix with its prompt (else the least recently
-used one) and only the rest of the prompt is evaluated: chat turns re-read only new text.
+slot whose cached tokens share the longest prefix with its prompt (else an empty or the
+least recently used one: ``slots.pick_slot``) and only the rest of the prompt is evaluated:
+chat turns re-read only new text. A long prefix held by another slot (the same tools and
+system prompt in every chat of a client) is copied from it (``llama_memory_seq_cp``).
 
 Context full: the prompt is cut (first ``num_keep`` tokens kept, whole blocks dropped after
-them) and generation shifts the cache (drop half of what follows ``num_keep``), as Ollama.
+them) and generation shifts the cache (drop half of what follows ``num_keep``), as Ollama;
+a request with ``truncate: false`` or ``shift: false`` gets a 400 for a prompt that does not
+fit, and ``shift: false`` ends the generation at a full context (``length``).
 
 LoRA adapters (``LoadSettings.adapters``) are loaded with the model and set on the context once; the
 decode loop does not see them. Logprobs are computed only for a task that asked
@@ -41,11 +45,23 @@ import llama_cpp as llama
 import numpy as np
 
 from corral.engine.features import usable_cpus
+from corral.runner import rpc
 from corral.runner.events import CompletionEvent, TokenLogprob
 from corral.runner.logprobs import token_logprobs
 from corral.runner.sampling import GRAMMARS, make_sampler
 from corral.runner.settings import LoadSettings
-from corral.runner.slots import Slot, Task, common_prefix, fit_prompt, pick_slot, take_logprobs
+from corral.runner.slots import (
+    Slot,
+    Task,
+    check_prompt_length,
+    common_prefix,
+    fit_prompt,
+    pick_slot,
+    prefix_donor,
+    take_logprobs,
+)
+from corral.runner.speculative import Drafter, DraftLoadError, add_drafts
+from corral.runner.vision import Vision, VisionError, image_run_start, text_run
 
 __all__ = ["GRAMMARS", "LLAMA_ERRORS", "Engine", "LoadError", "Task"]
 
@@ -89,6 +105,8 @@ class Engine:
         self._batch: Any = None
         self._tensor_split: Any = None
         self._adapters: list[Any] = []
+        self._drafter: Drafter | None = None  # a draft model: speculative decoding
+        self.vision: Vision | None = None  # the projector of a vision model (vision.py)
         self._slots: list[Slot] = []
         self._waiting: list[Task] = []
         self._can_shift = False
@@ -100,6 +118,9 @@ class Engine:
         self.n_ctx_train = 0
         self.n_vocab = 0
         self.add_bos = False
+        self._rpc: rpc.RpcAttachment | None = None
+        #: when the decode step under way began (None between steps): the RPC stall guard
+        self.step_started: float | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -116,6 +137,8 @@ class Engine:
             model_params.tensor_split = self._tensor_split
         if not cfg.use_mmap:
             model_params.load_mode = llama.LLAMA_LOAD_MODE_NONE
+        if cfg.rpc_servers:  # the layers go to leased workers (see corral.runner.rpc)
+            self._rpc = rpc.attach(model_params, cfg.rpc_servers, keep_output=cfg.rpc_keep_output)
         model = llama.llama_model_load_from_file(cfg.model_path.encode(), model_params)
         if not model:
             raise LoadError(f"failed to load model '{cfg.model_path}'")
@@ -134,6 +157,11 @@ class Engine:
         threads = cfg.num_thread or usable_cpus()
         ctx_params.n_threads = threads
         ctx_params.n_threads_batch = threads
+        # Flash attention (auto by default, as llama-server and Ollama) sums attention in
+        # the order of the slot's KV cells, so a seeded sampled answer is reproducible for
+        # the same request in the same cache state (the same request again, whatever else
+        # runs), not across cache states: with part of its prompt cached in other cells, a
+        # sampled answer may differ (OLLAMA_FLASH_ATTENTION=0 for that too, 15-25% slower).
         ctx_params.flash_attn_type = {
             True: llama.LLAMA_FLASH_ATTN_TYPE_ENABLED,
             False: llama.LLAMA_FLASH_ATTN_TYPE_DISABLED,
@@ -160,6 +188,69 @@ class Engine:
         self._can_shift = bool(llama.llama_memory_can_shift(self._memory))
         self._batch = llama.llama_batch_init(cfg.batch_size, 0, 1)
         self._slots = [Slot(seq_id=i) for i in range(cfg.num_parallel)]
+        if cfg.projector and not cfg.embedding:
+            self._load_vision(cfg.projector, threads)
+        if cfg.draft_path and not cfg.embedding:
+            if cfg.projector:  # image placeholders are no tokens a draft could read
+                logger.warning("speculative decoding is off for a vision model")
+            else:
+                self._load_drafter(ctx_params)
+
+    def _load_drafter(self, ctx_params: Any) -> None:
+        """The draft model, in its own context shaped as the target's (``speculative.py``)."""
+        if llama.llama_model_is_recurrent(self._model) or llama.llama_model_is_hybrid(self._model):
+            logger.warning("speculative decoding is off: a recurrent model keeps no guesses apart")
+            return
+        drafter = Drafter(self.settings, n_vocab=self.n_vocab, cpu_turn=self._cpu_turn)
+        try:
+            drafter.load(ctx_params)
+        except DraftLoadError as exc:
+            self.close()
+            raise LoadError(str(exc)) from None
+        self._drafter = drafter
+
+    def _load_vision(self, path: str, threads: int) -> None:
+        """The projector, on the GPU where the model's layers are (``vision.py``)."""
+        try:
+            self.vision = Vision.load(
+                path, self._model, threads=threads, use_gpu=self.settings.num_gpu_layers > 0
+            )
+        except VisionError as exc:
+            self.close()
+            raise LoadError(str(exc)) from None
+
+    def _eval_image(self) -> None:
+        """Encode and decode the next image of one slot whose prompt has reached an image:
+        one per step, so text streams wait at most one image between two tokens."""
+        assert self.vision is not None
+        for slot in self._slots:
+            task = slot.task
+            if task is None or task.images is None or task.cancelled:
+                continue
+            start = slot.n_past
+            if slot.pending_token is not None or start not in task.images.images:
+                continue
+            self.step_started = None
+            try:
+                size = self.vision.evaluate(
+                    task.images.images[start],
+                    self._ctx,
+                    n_past=start,
+                    seq_id=slot.seq_id,
+                    n_batch=self.settings.batch_size,
+                    guard=lambda: self._cpu_turn,
+                )
+            except RuntimeError as exc:
+                logger.error("%s", exc)
+                task.emit({"error": str(exc)})
+                llama.llama_memory_seq_rm(self._memory, slot.seq_id, 0, -1)
+                slot.cached = []
+                slot.release()
+                return
+            slot.cached.extend(slot.prompt[start : start + size])
+            slot.n_past += size
+            slot.prompt_eval_count += size
+            return
 
     def _load_adapters(self) -> None:
         """Load every LoRA of ``adapters``; a file llama.cpp refuses fails the load, named.
@@ -196,6 +287,8 @@ class Engine:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
+        if self.settings.rpc_servers:
+            rpc.watch_steps(self, self.settings.rpc_stall_seconds, self.settings.rpc_servers)
 
     def stop(self) -> None:
         self._queue.put(None)
@@ -206,9 +299,15 @@ class Engine:
         """Free llama.cpp objects; only after ``stop`` (or before ``start``)."""
         for slot in self._slots:
             slot.free_sampler()
+        if self._drafter is not None:
+            self._drafter.close()
+            self._drafter = None
         if self._batch is not None:
             llama.llama_batch_free(self._batch)
             self._batch = None
+        if self.vision is not None:
+            self.vision.close()
+            self.vision = None
         if self._ctx is not None:
             llama.llama_free(self._ctx)
             self._ctx = None
@@ -260,6 +359,7 @@ class Engine:
         try:
             while True:
                 if not self._has_work():
+                    self.step_started = None
                     item = self._queue.get()
                     if item is None:
                         return
@@ -319,15 +419,29 @@ class Engine:
         if num_predict == -1:
             num_predict = 10 * n_ctx
         requested_keep = int(opts.get("num_keep", 4))
+        if task.images is not None and len(task.tokens) > n_ctx:  # images are never cut
+            raise ValueError(
+                f"the prompt with its images is {len(task.tokens)} tokens, more than the"
+                f" context ({n_ctx}): raise num_ctx or send fewer images"
+            )
+        check_prompt_length(len(task.tokens), n_ctx, truncate=task.truncate, shift=task.shift)
         prompt, num_keep = fit_prompt(task.tokens, requested_keep, n_ctx, self.add_bos)
         if not prompt:
             prompt = [llama.llama_vocab_bos(self._vocab)]
+        if task.deferred is not None:  # a bad grammar is refused now, not after thinking
+            task.deferred.check(self._vocab)
         sampler = make_sampler(  # may refuse the options
             opts, task.grammar, prompt, vocab=self._vocab, n_vocab=self.n_vocab, num_ctx=n_ctx
         )
+        donor = prefix_donor(self._slots, slot, prompt)
+        if donor is not None:  # copy its cells; what the prompt does not share goes below
+            llama.llama_memory_seq_cp(self._memory, donor.seq_id, slot.seq_id, -1, -1)
+            slot.cached = list(donor.cached)
         reuse = common_prefix(slot.cached, prompt)
         if reuse >= len(prompt):
             reuse = len(prompt) - 1  # the last prompt token must be evaluated for its logits
+        if task.images is not None:
+            reuse = image_run_start(task.images, reuse)
         if not llama.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1):
             llama.llama_memory_seq_rm(self._memory, slot.seq_id, 0, -1)
             reuse = 0
@@ -341,10 +455,13 @@ class Engine:
         )
 
     def _step(self) -> None:
+        if self.vision is not None:
+            self._eval_image()
         batch = self._batch
         capacity = self.settings.batch_size
         n = 0
         active: list[Slot] = []
+        drafts = self._propose_drafts()
         for slot in self._slots:
             task = slot.task
             if task is None:
@@ -361,17 +478,22 @@ class Engine:
                 slot.n_past += 1
                 slot.batch_index = n
                 n += 1
+                if slot.seq_id in drafts:
+                    n = add_drafts(batch, n, slot, drafts[slot.seq_id])
                 active.append(slot)
         for slot in self._slots:
             if slot.task is None or slot.pending_token is not None or n >= capacity:
                 continue
             remaining = slot.prompt[slot.n_past :]
+            run = len(remaining) if slot.task.images is None else text_run(remaining)
+            if run == 0:
+                continue  # an image is next: _eval_image
             # The last prompt token is decoded in a step of its own, as it is when the rest
             # of the prompt comes from the cache: its logits then do not depend on how much
             # of the prompt was cached (batch size changes llama.cpp's numerics slightly,
             # enough to flip a greedy choice).
             limit = len(remaining) - 1 if len(remaining) > 1 else 1
-            take = remaining[: min(limit, capacity - n)]
+            take = remaining[: min(limit, run, capacity - n)]
             for offset, token in enumerate(take):
                 last = offset == len(remaining) - 1
                 _batch_add(batch, n, token, slot.n_past, slot.seq_id, last)
@@ -386,13 +508,32 @@ class Engine:
         if n == 0:
             return
         batch.n_tokens = n
+        self.step_started = None  # waiting for the CPU turn is not a stall
         with self._cpu_turn:
+            self.step_started = time.monotonic()
             status = llama.llama_decode(self._ctx, batch)
         if status != 0:
             self._fail_batch(status)
             return
         for slot in active:
-            self._sample(slot)
+            if slot.seq_id in drafts and self._drafter is not None:
+                self._drafter.verify(slot, drafts[slot.seq_id], self._memory, self._sample)
+            else:
+                self._sample(slot)
+
+    def _propose_drafts(self) -> dict[int, list[int]]:
+        """The draft model's guesses per slot for this step (none without a draft)."""
+        if self._drafter is None:
+            return {}
+        generating = [  # not a slot with images: the draft model cannot read them
+            s
+            for s in self._slots
+            if s.task is not None and s.pending_token is not None and s.task.images is None
+        ]
+        # a row for every generating slot's pending token, images or not; the rest is room
+        room = self.settings.batch_size - sum(1 for s in self._slots if s.pending_token is not None)
+        self.step_started = None  # the draft runs here, waiting for its CPU turn: no stall
+        return self._drafter.propose(generating, num_ctx=self.settings.num_ctx, room=room)
 
     def _sample(self, slot: Slot) -> None:
         task = slot.task
@@ -410,7 +551,21 @@ class Engine:
             slot.logprobs.append(self._logprob_entry(slot.batch_index, token, task.logprobs))
         # Control tokens render as text (special=True) so stop strings such as
         # "<|im_start|>" can match them; llama.cpp would otherwise print them as "".
-        text = slot.utf8.feed(self.token_bytes(token, special=True))
+        piece = self.token_bytes(token, special=True)
+        if task.deferred is not None and task.deferred.feed(piece):  # thinking is over
+            slot.free_sampler()
+            slot.sampler = make_sampler(
+                task.options,
+                task.deferred.grammar,
+                slot.prompt + slot.generated,
+                vocab=self._vocab,
+                n_vocab=self.n_vocab,
+                num_ctx=self.settings.num_ctx,
+            )
+        text = slot.utf8.feed(piece)
+        if text and slot.stuck_repeating(text):  # a loop: Ollama's token repeat limit
+            self._finish(slot, "stop")
+            return
         if text:
             visible, stopped = slot.stops.feed(text)
             if visible:
@@ -437,7 +592,9 @@ class Engine:
     def _shift(self, slot: Slot) -> bool:
         """Make room in a full slot: drop half of what follows ``num_keep``."""
         assert slot.task is not None
-        if not self._can_shift or int(slot.task.options.get("num_predict", -1)) == -2:
+        if not self._can_shift or not slot.task.shift:  # shift false: stop at a full context
+            return False
+        if int(slot.task.options.get("num_predict", -1)) == -2:
             return False
         keep = min(slot.num_keep, slot.n_past)
         discard = (slot.n_past - keep) // 2
@@ -471,8 +628,10 @@ class Engine:
             "eval_count": len(slot.generated),
             "eval_duration": int((now - first) * 1e9),
         }
+        if reason == "stop" and slot.stops.matched is not None:
+            final["stop_sequence"] = slot.stops.matched
         if task.return_tokens:
-            final["tokens"] = list(task.tokens) + slot.generated
+            final["tokens"] = [t for t in task.tokens if t >= 0] + slot.generated
         task.emit(cast("dict[str, Any]", final))
         slot.release()
 

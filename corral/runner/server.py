@@ -8,15 +8,21 @@ the model while ``/health`` answers ``loading``.
 Routes (JSON in, JSON or NDJSON out; every response closes its connection):
   GET  /health      {"status": "loading"|"ok"|"error", "error"?, "slots_busy", "n_ctx", ...}
   POST /completion  {"prompt"|"tokens", "prompt_tokens"?, "options", "format"?, "wrap"?,
-                     "return_tokens"?, "logprobs"?: top N 0-20}; "prompt_tokens" are the
+                     "grammar_after"?: the thinking end marker, where the format applies,
+                     "return_tokens"?, "logprobs"?: top N 0-20, "truncate"?, "shift"?
+                     (false: a prompt over the context is a 400; false: a full context
+                     ends the answer)}; "prompt_tokens" are the
                     prompt's tokens as /tokenize with add_special gave them (then "prompt"
                     is not tokenized again, only kept for logs)
                     → NDJSON: {"content", "logprobs"?} ... {"done": true, "done_reason", stats...}
-  POST /tokenize    {"content", "add_special"?} → {"tokens": [...]}
+  POST /tokenize    {"content", "add_special"?, "parse_special"? (true)} → {"tokens": [...]}
   POST /detokenize  {"tokens": [...]} → {"content": "..."} (control tokens rendered as text)
   POST /embed       {"content": [str | [token id, ...], ...], "truncate"?, "num_ctx"?}
                     → {"embeddings_b64", "dim", "prompt_eval_count", "duration"}: pooled
                     float32 rows, base64, in order
+  POST /rerank      {"query": str, "documents": [str, ...], "truncate"?, "num_ctx"?}
+                    → {"scores": [float, ...], "prompt_eval_count", "duration"}: one raw
+                    relevance score per document, in order (a reranker only: else 400)
 
 The parent may die without stopping us (``kill -9``): we watch stdin, which is a pipe from
 the parent, and exit when it reaches EOF, so no runner is ever orphaned.
@@ -39,11 +45,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from corral.runner.embed import Embedder, InputTooLongError
+from corral.runner.embed import Embedder, InputTooLongError, NotSupportedError
 from corral.runner.engine import GRAMMARS, Engine, LoadError, Task
 from corral.runner.grammar import SchemaError, schema_to_grammar
+from corral.runner.grammar.deferred import DeferredGrammar
 from corral.runner.logprobs import MAX_TOP_LOGPROBS as MAX_TOP
 from corral.runner.settings import LoadSettings
+from corral.runner.vision_request import vision_prompt
 
 __all__ = ["RunnerServer", "serve"]
 
@@ -113,10 +121,12 @@ class RunnerServer:
             content = payload.get("content", "")
             if not isinstance(content, str):
                 raise HTTPError(400, "content must be a string")
-            # parse_special as for a completion's prompt, so that these tokens may come back
-            # as its prompt_tokens
+            # parse_special as for a completion's prompt (unless asked not), so that these
+            # tokens may come back as its prompt_tokens
             tokens = self.engine.tokenize(
-                content, add_special=bool(payload.get("add_special")), parse_special=True
+                content,
+                add_special=bool(payload.get("add_special")),
+                parse_special=bool(payload.get("parse_special", True)),
             )
             await _send_json(writer, 200, {"tokens": tokens})
         elif path == "/detokenize":
@@ -125,6 +135,8 @@ class RunnerServer:
             await _send_json(writer, 200, {"content": text})
         elif path == "/embed":
             await _send_json(writer, 200, await self._embed(payload))
+        elif path == "/rerank":
+            await _send_json(writer, 200, await self._rerank(payload))
         else:
             raise HTTPError(404, "not found")
 
@@ -146,7 +158,7 @@ class RunnerServer:
     async def _completion(
         self, payload: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        tokens = self._prompt_tokens(payload)
+        tokens = [] if payload.get("images") else self._prompt_tokens(payload)
         options = payload.get("options") or {}
         if not isinstance(options, dict):
             raise HTTPError(400, "options must be an object")
@@ -169,13 +181,25 @@ class RunnerServer:
                 raise HTTPError(400, f"invalid JSON schema in format: {exc}") from exc
         if grammar is not None and not isinstance(grammar, str):
             raise HTTPError(400, "grammar must be a string")
+        # a thinking model: the grammar starts after its thinking ends (grammar/deferred.py)
+        deferred = DeferredGrammar.of(grammar, payload.get("grammar_after"))
         logprobs = _logprobs(payload.get("logprobs"))
-
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
-            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-        )
-        await writer.drain()
+        truncate, shift = payload.get("truncate", True), payload.get("shift", True)
+        if not isinstance(truncate, bool) or not isinstance(shift, bool):
+            raise HTTPError(400, "truncate and shift must be booleans")
+        images = await vision_prompt(self.engine.vision, payload)
+        if images is not None:
+            tokens = images.tokens
+        try:
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+                b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            )
+            await writer.drain()
+        except BaseException:
+            if images is not None:
+                images.close()
+            raise
         # The engine thread writes each event to the socket itself, between two decode
         # steps: handing events to this event loop would wake a second thread per token
         # while the decode threads want both cores (measured: 85 vs 110 tok/s on 2 cores).
@@ -190,10 +214,14 @@ class RunnerServer:
             tokens=tokens,
             options=options,
             emit=stream.emit,
-            grammar=grammar,
+            grammar=grammar if deferred is None else None,
+            deferred=deferred,
             return_tokens=bool(payload.get("return_tokens")),
             logprobs=logprobs,
             on_finished=stream.finished,
+            truncate=truncate,
+            shift=shift,
+            images=images,
         )
         stream.task = task
         self.engine.submit(task)
@@ -212,6 +240,8 @@ class RunnerServer:
             disconnect.cancel()
             waiter.cancel()
             stream.close()
+            if images is not None and finished.is_set():  # the engine has let go of them
+                images.close()
 
     async def _embed(self, payload: dict[str, Any]) -> dict[str, Any]:
         texts = payload.get("content")
@@ -231,7 +261,7 @@ class RunnerServer:
             output = await asyncio.to_thread(
                 self.embedder.embed, inputs, truncate=truncate, max_tokens=max_tokens
             )
-        except InputTooLongError as exc:
+        except (InputTooLongError, NotSupportedError) as exc:
             raise HTTPError(400, str(exc)) from exc
         except (RuntimeError, LoadError) as exc:
             raise HTTPError(500, str(exc)) from exc
@@ -240,6 +270,33 @@ class RunnerServer:
             "embeddings_b64": base64.b64encode(vectors.tobytes()).decode("ascii"),
             "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
             "count": len(texts),
+            "prompt_eval_count": output.prompt_eval_count,
+            "duration": int(output.duration_s * 1e9),
+        }
+
+    async def _rerank(self, payload: dict[str, Any]) -> dict[str, Any]:
+        query = payload.get("query")
+        documents = payload.get("documents")
+        if not isinstance(query, str):
+            raise HTTPError(400, "query must be a string")
+        if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
+            raise HTTPError(400, "documents must be a list of strings")
+        truncate = payload.get("truncate", True)
+        if not isinstance(truncate, bool):
+            raise HTTPError(400, "truncate must be a boolean")
+        max_tokens = payload.get("num_ctx")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+            raise HTTPError(400, "num_ctx must be a positive integer")
+        try:
+            output = await asyncio.to_thread(
+                self.embedder.rerank, query, documents, truncate=truncate, max_tokens=max_tokens
+            )
+        except (InputTooLongError, NotSupportedError) as exc:
+            raise HTTPError(400, str(exc)) from exc
+        except (RuntimeError, LoadError) as exc:
+            raise HTTPError(500, str(exc)) from exc
+        return {
+            "scores": output.scores,
             "prompt_eval_count": output.prompt_eval_count,
             "duration": int(output.duration_s * 1e9),
         }

@@ -56,14 +56,21 @@ class LoadSettings:
     gpu_ids: tuple[str, ...] = ()  # GPUs the runner may see (CUDA_VISIBLE_DEVICES)
     tensor_split: tuple[float, ...] = ()  # layers on each of gpu_ids
     use_mmap: bool = True
-    flash_attention: bool | None = False  # None: llama.cpp decides (auto)
+    flash_attention: bool | None = None  # None: llama.cpp decides (auto), as llama-server
     kv_cache_type: str = "f16"
     embedding: bool = False
     adapters: tuple[str, ...] = ()  # LoRA blob paths, applied in order at scale 1.0
+    # RPC workers (host:port) holding layers; tensor_split is then per worker device
+    rpc_servers: tuple[str, ...] = ()
+    rpc_keep_output: bool = False  # the output matrix stays here while layers are remote
+    draft_path: str | None = None  # a draft model (same vocabulary) for speculative decoding
+    projector: str | None = None  # vision projector (clip GGUF) blob path, loaded with mtmd
     # how the process runs, not what it loads: never a reason for another runner
     verbose: bool = field(default=False, compare=False)
     #: a file every CPU runner on this machine locks around each decode step (None: off)
     cpu_lock_path: str | None = field(default=None, compare=False)
+    #: a decode step on RPC workers longer than this ends the runner (0: never)
+    rpc_stall_seconds: float = field(default=0.0, compare=False)
 
     def __post_init__(self) -> None:
         if self.num_ctx < MIN_NUM_CTX:
@@ -118,8 +125,17 @@ class LoadSettings:
             args.append("--verbose")
         if self.cpu_lock_path:
             args += ["--cpu-lock", self.cpu_lock_path]
+        if self.rpc_servers:
+            args += ["--rpc", ",".join(self.rpc_servers)]
+            args += [f"--rpc-stall-timeout={self.rpc_stall_seconds:g}"]
+        if self.rpc_keep_output:
+            args.append("--rpc-keep-output")
         for adapter in self.adapters:
             args += ["--lora", adapter]
+        if self.draft_path:
+            args += ["--model-draft", self.draft_path]
+        if self.projector:
+            args += ["--mmproj", self.projector]
         return args
 
 
@@ -138,13 +154,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tensor-split", default="", help="layers (or fractions) per visible GPU, comma list"
     )
     parser.add_argument("--no-mmap", action="store_true")
-    parser.add_argument("--flash-attn", choices=("on", "off", "auto"), default="off")
+    parser.add_argument("--flash-attn", choices=("on", "off", "auto"), default="auto")
     parser.add_argument("--kv-cache-type", default="f16")
     parser.add_argument("--embedding", action="store_true")
     parser.add_argument(
         "--lora", action="append", default=[], help="LoRA adapter GGUF (repeatable), scale 1.0"
     )
+    parser.add_argument("--model-draft", default=None, help="draft model (speculative decoding)")
+    parser.add_argument("--mmproj", default=None, help="vision projector GGUF (clip)")
     parser.add_argument("--cpu-lock", default=None, help="file to lock around decode steps")
+    parser.add_argument("--rpc", default="", help="RPC workers holding layers, comma list")
+    parser.add_argument("--rpc-keep-output", action="store_true", help="output matrix stays")
+    parser.add_argument("--rpc-stall-timeout", type=float, default=0.0, help="seconds, 0: off")
     parser.add_argument("--verbose", action="store_true")
 
 
@@ -175,6 +196,11 @@ def from_namespace(args: argparse.Namespace) -> LoadSettings:
         kv_cache_type=args.kv_cache_type,
         embedding=args.embedding,
         adapters=tuple(args.lora),
+        draft_path=args.model_draft,
+        projector=args.mmproj,
         verbose=args.verbose,
         cpu_lock_path=args.cpu_lock,
+        rpc_servers=tuple(part for part in args.rpc.split(",") if part),
+        rpc_keep_output=args.rpc_keep_output,
+        rpc_stall_seconds=args.rpc_stall_timeout,
     )

@@ -4,7 +4,8 @@ A slot is one llama.cpp sequence of the context. It keeps the tokens that are in
 of the KV cache (``cached``) after its task ends, so the next task goes to the free slot
 sharing the longest prefix with its prompt (:func:`pick_slot`) and only the rest is
 evaluated. A prompt longer than the context is cut first (:func:`fit_prompt`): its first
-``num_keep`` tokens and its end stay, as Ollama's runner does.
+``num_keep`` tokens and its end stay, as Ollama's runner does; a request with ``truncate`` or
+``shift`` false is refused instead (:func:`check_prompt_length`).
 
 Only the engine thread touches a slot. The decode loop reads and writes these fields
 directly; the methods here run once per request, never per token.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +23,35 @@ from corral.runner.events import TokenLogprob
 from corral.runner.sampling import free_sampler
 from corral.runner.text import StopMatcher, Utf8Assembler
 
-__all__ = ["Emit", "Slot", "Task", "common_prefix", "fit_prompt", "pick_slot", "take_logprobs"]
+__all__ = [
+    "INPUT_TOO_LONG",
+    "MAX_TOKEN_REPEATS",
+    "PROMPT_TOO_LONG",
+    "Emit",
+    "Slot",
+    "StopWatch",
+    "Task",
+    "check_prompt_length",
+    "common_prefix",
+    "fit_prompt",
+    "pick_slot",
+    "prefix_donor",
+    "take_logprobs",
+]
 
 logger = logging.getLogger(__name__)
+
+#: a prompt shares at least this many more tokens with another slot's cache than with its
+#: own: the engine copies that slot's KV cells instead of evaluating them again (a copy
+#: between KV streams moves a whole stream's buffer: worth it for a long shared prefix such
+#: as the same tool definitions in every chat, not for a few tokens)
+MIN_PREFIX_COPY = 128
+
+#: a generation whose last pieces of text (one per token, or per whole character) read the
+#: same (spaces aside) more than this many times in a row is stuck in a loop and ends
+#: (``stop``), as Ollama's "token repeat limit": a small model at a low temperature can
+#: otherwise repeat one word or emoji until ``num_predict`` (10 contexts) runs out
+MAX_TOKEN_REPEATS = 30
 
 Emit = Callable[[dict[str, Any]], None]
 """Where a task's events go, in their wire form: token chunks and the last event are
@@ -40,6 +67,8 @@ class Task:
     options: dict[str, Any]
     emit: Emit
     grammar: str | None = None
+    #: a grammar to start after the thinking end marker (``grammar/deferred.py``)
+    deferred: Any = None
     return_tokens: bool = False
     #: alternatives per token when the request wants logprobs (0: the sampled token only);
     #: -1: none, and the decode loop does no extra work for this task
@@ -48,6 +77,12 @@ class Task:
     submitted_at: float = field(default_factory=time.perf_counter)
     #: called (from the engine thread) once the engine will never touch the task again
     on_finished: Callable[[], None] | None = None
+    #: false: a prompt longer than the context is refused (400), not cut
+    truncate: bool = True
+    #: false: a full context ends the generation (``length``) instead of shifting it
+    shift: bool = True
+    #: the prompt's images (``vision.VisionPrompt``): ``tokens`` then holds placeholders
+    images: Any = None
 
     def finished(self) -> None:
         if self.on_finished is not None:
@@ -66,7 +101,7 @@ class Slot:
     sampler: Any = None
     generated: list[int] = field(default_factory=list)
     utf8: Utf8Assembler = field(default_factory=Utf8Assembler)
-    stops: StopMatcher = field(default_factory=lambda: StopMatcher(()))
+    stops: StopWatch = field(default_factory=lambda: StopWatch(()))
     num_predict: int = -1
     num_keep: int = 4
     prompt_eval_count: int = 0
@@ -76,6 +111,9 @@ class Slot:
     #: logprob entries of sampled tokens whose text is not emitted yet (held by UTF-8 or
     #: stop-string matching): they go out with that text, or are dropped with a stop string
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    #: the last piece of text generated (stripped) and how many pieces in a row repeated it
+    last_piece: str = ""
+    piece_repeats: int = 0
 
     @property
     def busy(self) -> bool:
@@ -101,14 +139,28 @@ class Slot:
         self.generated = []
         self.logprobs = []
         self.utf8 = Utf8Assembler()
-        self.stops = StopMatcher(list(task.options.get("stop") or ()))
+        self.stops = StopWatch(list(task.options.get("stop") or ()))
         self.num_keep = num_keep
         self.num_predict = num_predict
         self.prompt_eval_count = 0
+        self.last_piece = ""
+        self.piece_repeats = 0
         self.t_start = time.perf_counter()
         self.t_first = 0.0
         self.free_sampler()
         self.sampler = sampler
+
+    def stuck_repeating(self, piece: str) -> bool:
+        """Note the text a generated token completed (a character of several tokens, such
+        as an emoji, counts once, when whole); true once it is the same as the previous
+        ``MAX_TOKEN_REPEATS`` + 1 pieces' (compared without surrounding spaces)."""
+        piece = piece.strip()
+        if piece == self.last_piece:
+            self.piece_repeats += 1
+        else:
+            self.last_piece = piece
+            self.piece_repeats = 0
+        return self.piece_repeats > MAX_TOKEN_REPEATS
 
     def release(self) -> None:
         """The task is over (done, failed or cancelled): tell it, and free the slot.
@@ -137,17 +189,42 @@ def take_logprobs(slot: Slot) -> list[TokenLogprob]:
 
 
 def pick_slot(free: list[Slot], tokens: list[int]) -> Slot:
-    """The free slot whose cache shares the longest prefix with ``tokens``, else the least
-    recently used one."""
+    """The free slot whose cache shares the longest prefix with ``tokens`` when that prefix
+    is at least half of the slot's last prompt (the same request again, or the next turn of
+    its conversation); else an empty slot, else the least recently used one.
+
+    A short shared start (a system prompt's first words, a template's header) does not
+    make a slot take a different conversation and lose the one it holds: a client's side
+    requests (titles, tags) would otherwise evict a long chat, tools and all.
+    """
     best: Slot | None = None
     best_len = 0
     for slot in free:
         length = common_prefix(slot.cached, tokens)
         if length > best_len:
             best, best_len = slot, length
-    if best is not None:
+    if best is not None and 2 * best_len >= min(len(best.prompt), len(best.cached)):
         return best
+    empty = [slot for slot in free if not slot.cached]
+    if empty:
+        return empty[0]
     return min(free, key=lambda s: s.last_used)
+
+
+def prefix_donor(slots: list[Slot], target: Slot, tokens: list[int]) -> Slot | None:
+    """Another slot (busy or not) whose cache shares with ``tokens`` a prefix at least
+    ``MIN_PREFIX_COPY`` tokens longer than ``target``'s does: its cells are worth copying
+    into ``target`` (the same tools and system prompt, in a chat that landed elsewhere)."""
+    own = common_prefix(target.cached, tokens)
+    donor: Slot | None = None
+    longest = own + MIN_PREFIX_COPY - 1
+    for slot in slots:
+        if slot is target or len(slot.cached) <= longest:
+            continue
+        length = common_prefix(slot.cached, tokens)
+        if length > longest:
+            donor, longest = slot, length
+    return donor
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -156,6 +233,60 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     while index < limit and a[index] == b[index]:
         index += 1
     return index
+
+
+class StopWatch:
+    """``StopMatcher`` (text held while it could still become a stop string) that also
+    says which stop string ended the text (``matched``): Anthropic's ``stop_sequence``.
+
+    It keeps its own copy of the held text, so the matcher's internals stay its own: the
+    text a feed shows is always a prefix of what was held plus what came in, and the stop
+    string that matched starts right after it (the first one listed, where two start at
+    the same place, as the matcher picks the earliest position in list order).
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = tuple(s for s in stops if s)
+        self._matcher = StopMatcher(self._stops)
+        self._held = ""
+        self.matched: str | None = None
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        buffer = self._held + text
+        visible, stopped = self._matcher.feed(text)
+        if stopped:
+            self._held = ""
+            at = len(visible)
+            self.matched = next((s for s in self._stops if buffer.startswith(s, at)), None)
+        else:
+            self._held = buffer[len(visible) :]
+        return visible, stopped
+
+    def flush(self) -> str:
+        self._held = ""
+        return self._matcher.flush()
+
+
+#: a prompt longer than the context with ``truncate: false`` (Ollama's runner's words)
+INPUT_TOO_LONG = "the input length exceeds the context length"
+#: a prompt longer than the context with ``shift: false`` (newest Ollama's words)
+PROMPT_TOO_LONG = (
+    "the prompt is longer than the context length currently available to the model; shorten"
+    " the prompt, adjust the context length in settings, or use a model with a longer context"
+    " length"
+)
+
+
+def check_prompt_length(length: int, n_ctx: int, *, truncate: bool, shift: bool) -> None:
+    """Refuse (``ValueError``, a 400) a prompt of ``length`` tokens that a slot of ``n_ctx``
+    cannot hold when the request forbade cutting it (``truncate: false``) or forbade the
+    context shift that a cut prompt soon needs (``shift: false``), as Ollama does."""
+    if length <= n_ctx:
+        return
+    if not truncate:
+        raise ValueError(INPUT_TOO_LONG)
+    if not shift:
+        raise ValueError(PROMPT_TOO_LONG)
 
 
 def fit_prompt(

@@ -26,20 +26,30 @@ Handlers call ``async with scheduler.acquire(model, options, keep_alive) as ref`
 - a runner that dies is dropped at once (a task per runner awaits its process), its exit
   status or signal logged, and loaded again on the next request;
 - every load, unload and eviction is logged in one line with the model, the memory it needs
-  and what is free, and its cause (first use, which option changed, expiry, a death, ...).
+  and what is free, and its cause (first use, which option changed, expiry, a death, ...);
+- replicas (``CORRAL_MAX_REPLICAS``, default 1): while every slot of a model's runners is
+  busy and requests wait, another runner of it loads with the same settings where it fits
+  beside everything loaded (it evicts nothing); each request goes to a runner with a free
+  slot, the least busy; an extra goes after a shorter idle time, the last keeps the
+  keep-alive (``replicas``);
+- the context of a request that leaves ``num_ctx`` unset: the default (by the GPUs' memory
+  where ``OLLAMA_CONTEXT_LENGTH`` is 0), grown to hold a long prompt (``acquire``'s
+  ``need``), within the model's training length and memory (``context``).
 
 The factory that starts runners (``runner_factory``), the machine (``system``), the
 estimator and the clock are injected, so tests can use fakes.
 
 The package: ``decisions`` holds every decision above as a pure function over a snapshot
-(no asyncio, no I/O, the time passed in); ``core`` is the asynchronous ``Scheduler`` that
-asks them and acts (queue, references, timers, loads, watchers), waking its waiters on
-every change instead of polling; ``entries`` the records it keeps; ``protocol`` what it
-needs of a runner (``RunnerProcess``) and what handlers may call on one (``RunnerLike``);
-``clock`` the clock.
+(no asyncio, no I/O, the time passed in), ``context`` those about the context's length;
+``replicas`` those about a model's several runners; ``core`` is the asynchronous
+``Scheduler`` that asks them and acts (queue, references, timers, loads, watchers), waking
+its waiters on every change instead of polling;
+``entries`` the records it keeps; ``protocol`` what it needs of a runner
+(``RunnerProcess``) and what handlers may call on one (``RunnerLike``); ``clock`` the clock.
 """
 
 from corral.scheduler.clock import Clock, SystemClock
+from corral.scheduler.context import ContextNeed, answer_room
 from corral.scheduler.core import Scheduler
 from corral.scheduler.decisions import unloads_when_idle
 from corral.scheduler.entries import LoadedModel, ModelSpec, SchedulerStats
@@ -47,6 +57,7 @@ from corral.scheduler.protocol import RunnerFactory, RunnerLike, RunnerProcess
 
 __all__ = [
     "Clock",
+    "ContextNeed",
     "LoadedModel",
     "ModelSpec",
     "RunnerFactory",
@@ -55,5 +66,6 @@ __all__ = [
     "Scheduler",
     "SchedulerStats",
     "SystemClock",
+    "answer_room",
     "unloads_when_idle",
 ]

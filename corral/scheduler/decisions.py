@@ -191,6 +191,10 @@ def reload_reason(loaded: LoadSettings, wanted: LoadSettings, given: frozenset[s
         return f"adapters changed from {list(loaded.adapters)} to {list(wanted.adapters)}"
     if loaded.embedding != wanted.embedding:
         return "embedding mode changed"
+    if loaded.projector != wanted.projector:  # Ollama reloads when projectors differ
+        return "the projector changed"
+    if loaded.draft_path != wanted.draft_path:
+        return "the draft model changed"
     changed: list[str] = []
     if "num_ctx" in given and wanted.num_ctx > loaded.num_ctx:
         changed.append(_change("num_ctx", loaded.num_ctx, wanted.num_ctx))

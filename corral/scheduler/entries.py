@@ -12,6 +12,7 @@ from corral.runner.settings import LoadSettings
 from corral.scheduler.clock import Clock, SystemClock
 from corral.scheduler.decisions import RunnerState, wall_expiry
 from corral.scheduler.protocol import RunnerLike
+from corral.scheduler.replicas import replica_key
 
 __all__ = ["LoadedModel", "ModelSpec", "SchedulerStats"]
 
@@ -28,6 +29,8 @@ class ModelSpec:
     context_length: int = 0
     details: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     adapter_paths: tuple[str, ...] = ()  # LoRA blobs the runner applies over model_path
+    projector_path: str | None = None  # a vision model's projector blob (clip GGUF)
+    draft_path: str | None = None  # a draft model blob (speculative decoding)
 
 
 @dataclass(slots=True)
@@ -61,8 +64,13 @@ class LoadedModel:
     # "" while its keep-alive decides (see decisions.when_idle)
     unload_when_idle: str = ""
     died: str = ""  # how its process ended, when it ended by itself
+    #: the context its load asked for before memory cut it down (see scheduler.context):
+    #: a prompt needing no more than this does not reload it
+    context_asked: int = 0
     stopped_by_us: bool = False  # the process was alive when we asked it to stop
     watcher: asyncio.Task[None] | None = None  # awaits the process's end (see Scheduler._watch)
+    replica: int = 0  # its index among the runners of its model (scheduler.replicas)
+    idle_since: float | None = None  # monotonic seconds its last request ended
     clock: Clock = field(default_factory=SystemClock, repr=False, compare=False)
 
     @property
@@ -81,7 +89,8 @@ class LoadedModel:
 
     @property
     def key(self) -> str:
-        return self.spec.model_path
+        """The scheduler's key: the model file, with ``#N`` for replica N > 0."""
+        return replica_key(self.spec.model_path, self.replica)
 
     def expires_at_wall(self) -> datetime:
         return wall_expiry(

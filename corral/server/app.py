@@ -26,11 +26,14 @@ from corral.config import Settings
 from corral.errors import CorralError
 from corral.scheduler import Scheduler
 from corral.server import embed as embed_routes
+from corral.server import tokenize as tokenize_routes
 from corral.server.anthropic import anthropic_routes
 from corral.server.drain import InFlight, InFlightMiddleware
 from corral.server.manage import Manage
 from corral.server.middleware import GuardMiddleware, default_origins
 from corral.server.openai import OpenAI, openai_errors
+from corral.server.request_log import RequestLog, RequestLogMiddleware
+from corral.server.rerank import rerank_routes
 from corral.server.responses import responses_routes
 from corral.server.routes import Api
 from corral.server.streaming import BodyCheckMiddleware
@@ -90,6 +93,7 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler) -> S
     routes = [
         Route("/", api.root, methods=["GET", "HEAD"]),
         Route("/api/version", api.version, methods=["GET", "HEAD"]),
+        Route("/api/status", api.status, methods=["GET"]),
         Route("/api/tags", api.tags, methods=["GET", "HEAD"]),
         Route("/api/ps", api.ps, methods=["GET"]),
         Route("/api/show", api.show, methods=["POST"]),
@@ -104,10 +108,13 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler) -> S
         Route("/api/chat", api.chat, methods=["POST"]),
         Route("/api/embed", embed_routes.embed, methods=["POST"]),
         Route("/api/embeddings", embed_routes.embeddings, methods=["POST"]),
+        Route("/api/tokenize", tokenize_routes.tokenize, methods=["POST"]),
+        Route("/api/detokenize", tokenize_routes.detokenize, methods=["POST"]),
         Route("/metrics", api.metrics.endpoint, methods=["GET"]),
         *_openai_routes(api),
         *anthropic_routes(api),
         *responses_routes(api),
+        *rerank_routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -120,6 +127,14 @@ def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler) -> S
     )
     app.state.api = api
     app.state.inflight = inflight
+    if settings.debug_log_requests:  # OLLAMA_DEBUG_LOG_REQUESTS: bodies to a temp dir
+        request_log = RequestLog()
+        logger.info(
+            "request debug logging enabled; inference request logs will be stored in %s"
+            " and include request bodies and replay curl commands",
+            request_log.directory,
+        )
+        app.add_middleware(RequestLogMiddleware, log=request_log)
     app.add_middleware(BodyCheckMiddleware)  # hostile JSON is a 400 on every route
     app.add_middleware(InFlightMiddleware, inflight=inflight)
     app.add_middleware(  # added last: outermost, so it refuses before anything else runs

@@ -20,6 +20,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 
 from starlette.requests import Request
@@ -33,6 +34,7 @@ from corral.server.models import ModelCatalog, parse_name
 from corral.server.streaming import parse_body, respond
 from corral.server.transfer import Event, Transfers
 from corral.store import (
+    MEDIA_TYPE_DRAFT,
     MEDIA_TYPE_LICENSE,
     MEDIA_TYPE_MESSAGES,
     MEDIA_TYPE_MODEL,
@@ -107,10 +109,14 @@ class Create:
                 yield {"status": f"quantizing {source_type.file_type} model to {plan.quantize}"}
                 model = await self._quantize(model, plan.quantize, pins)
                 yield {"status": f"creating new layer {model.digest}"}
+        async for event in self._draft(plan, model, pins):
+            yield event
         layers = await asyncio.to_thread(self._small_layers, plan, model, pins)
         for layer in layers[1:]:
             yield {"status": f"using layer {layer.digest}"}
-        config = await asyncio.to_thread(config_layer, self.store, model, layers, pins=pins)
+        config = await asyncio.to_thread(
+            partial(config_layer, extra=plan.config_extra), self.store, model, layers, pins=pins
+        )
         yield {"status": "writing manifest"}
         await asyncio.to_thread(
             self.store.write_manifest, plan.name, Manifest(config=config, layers=tuple(layers))
@@ -144,6 +150,7 @@ class Create:
             if layer is not None
         ]
         reused += [*plan.inherited, *plan.adapters, *plan.base_licenses]
+        reused += [plan.draft] if plan.draft is not None else []
         digests = [layer.digest for layer in reused]
         digests += [d for f, d in (plan.convert_files or {}).items() if f]
         pins.add(digests)
@@ -157,6 +164,8 @@ class Create:
         """Model, projector, adapter, template, system, license(s), params, messages."""
         store = self.store
         layers = [model, *plan.inherited, *plan.adapters]
+        if plan.draft is not None:
+            layers.append(plan.draft)
         if plan.template is not None:
             if plan.template:
                 layers.append(text_layer(store, MEDIA_TYPE_TEMPLATE, plan.template, pins=pins))
@@ -182,6 +191,22 @@ class Create:
         elif plan.base_messages is not None:
             layers.append(plan.base_messages)
         return layers
+
+    async def _draft(self, plan: Plan, model: Layer, pins: BlobPins) -> AsyncIterator[Event]:
+        """Check the draft's vocabulary against the final model (a pulled or converted one
+        is known only now) and quantize it when ``draft_quantize`` asks."""
+        if plan.draft is None:
+            return
+        await asyncio.to_thread(self.planner.check_draft, plan, _path(self.store, model))
+        if plan.draft_quantize is None:
+            return
+        source_type = await asyncio.to_thread(read_gguf, _path(self.store, plan.draft))
+        if source_type.file_type.upper() == plan.draft_quantize:
+            return
+        yield {"status": f"quantizing draft {source_type.file_type} model to {plan.draft_quantize}"}
+        quantized = await self._quantize(plan.draft, plan.draft_quantize, pins)
+        plan.draft = Layer(MEDIA_TYPE_DRAFT, quantized.digest, quantized.size)
+        yield {"status": f"creating new layer {plan.draft.digest}"}
 
     async def _quantize(self, model: Layer, quant_type: str, pins: BlobPins) -> Layer:
         source = _path(self.store, model)

@@ -41,9 +41,17 @@ from corral.errors import (
 )
 from corral.gguf import GGUFInfo, read_gguf
 from corral.modelfile import MESSAGE_ROLES, CreateFields, parse_modelfile, to_create_fields
+from corral.server.create_draft import (
+    DraftSource,
+    check_draft_quantizable,
+    check_same_vocabulary,
+)
+from corral.server.create_info import config_extra
+from corral.server.create_vision import split_file_projectors, split_from_projectors
 from corral.server.models import ModelCatalog, parse_name
 from corral.store import (
     MEDIA_TYPE_ADAPTER,
+    MEDIA_TYPE_DRAFT,
     MEDIA_TYPE_LICENSE,
     MEDIA_TYPE_MESSAGES,
     MEDIA_TYPE_MODEL,
@@ -51,6 +59,7 @@ from corral.store import (
     MEDIA_TYPE_SYSTEM,
     MEDIA_TYPE_TEMPLATE,
     Layer,
+    ModelConfig,
     ModelStore,
     Name,
     parse_digest,
@@ -81,8 +90,15 @@ class Plan:
     base_licenses: list[Layer] = field(default_factory=list)
     base_messages: Layer | None = None
     quantize: str | None = None
+    #: the config blob's RENDERER, PARSER, REQUIRES and info capabilities (see
+    #: ``create_info``): the request's, else the base model's
+    config_extra: ModelConfig = field(default_factory=ModelConfig)
     pull_base: Name | None = None  # FROM a model not here: pulled when the stream starts
     insecure: bool = False
+    #: the draft model (``create_draft``): the request's, else the base model's
+    draft: Layer | None = None
+    draft_quantize: str | None = None
+    draft_checked: bool = False  # its vocabulary was compared with the model's
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,14 +136,27 @@ class Planner:
         quantize = req.quantize or req.quantization
         if quantize:
             plan.quantize = normalize_quant_type(quantize)
-        if fields.from_ and req.files:
+        files = dict(req.files or {})
+        projectors = split_file_projectors(self.store, files)  # clip GGUFs (create_vision)
+        source, named = split_from_projectors(
+            self.store,
+            fields.from_all or ((fields.from_,) if fields.from_ else ()),
+            blob_reference=lambda raw: _blob_reference(self.store, raw),
+            check_server_path=lambda raw: client.check_server_path("model", raw),
+        )
+        projectors += named
+        if source and files:
             raise BadRequestError("specify either 'from' or 'files', not both")
-        if req.files:
-            self._plan_files(plan, req.files)
-        elif fields.from_:
-            self._plan_from(plan, fields.from_.strip(), client)
+        if files:
+            self._plan_files(plan, files)
+        elif source:
+            self._plan_from(plan, source.strip(), client)
+        elif projectors:
+            raise BadRequestError("no model to go with the projector: add the model's GGUF")
         else:
             raise BadRequestError("neither 'from' or 'files' was specified")
+        if projectors:  # the request's projector replaces a base model's
+            plan.inherited = projectors
         adapters = dict(req.adapters or {})
         for i, raw in enumerate(fields.adapters):
             adapters[f"adapter-{i}"] = self._adapter_digest(raw, client)
@@ -149,9 +178,70 @@ class Planner:
         plan.params.update(fields.parameters)
         if fields.messages:
             plan.messages = [dict(m) for m in fields.messages]
+        plan.config_extra = config_extra(fields, req.info, plan.config_extra)
         if plan.quantize:
             self.check_quantizable(plan)
+        self._plan_draft(plan, req, fields.draft, client)
         return plan
+
+    def _plan_draft(
+        self, plan: Plan, req: CreateRequest, reference: str | None, client: Client
+    ) -> None:
+        """The draft model (``create_draft``): checked against the model where it is known."""
+        source = DraftSource(
+            self.store,
+            blob_reference=lambda raw: _blob_reference(self.store, raw),
+            check_server_path=client.check_server_path,
+            model_digest=self._model_digest,
+            parse_name=parse_name,
+        )
+        if req.draft_files is not None:
+            for filename in req.draft_files:
+                _check_relative(filename)
+            plan.draft = source.from_files(req.draft_files, _digest)
+        elif reference is not None:
+            plan.draft = source.from_reference(reference)
+        if req.draft_quantize:
+            if plan.draft is None:
+                raise BadRequestError("--draft-quantize requires a DRAFT model")
+            plan.draft_quantize = check_draft_quantizable(
+                self.store.blob_path(plan.draft.digest), req.draft_quantize
+            )
+        self.check_draft(plan)
+
+    def check_draft(self, plan: Plan, model_path: Path | None = None) -> None:
+        """400 when the draft does not share the model's vocabulary; once, as soon as the
+        model's file is known (a pulled or converted model: when the stream has it)."""
+        if plan.draft is None or plan.draft_checked:
+            return
+        if model_path is None:
+            model_path = (
+                plan.model_source
+                if plan.model_source is not None
+                else self.store.blob_path(plan.model.digest)
+                if plan.model is not None
+                else None
+            )
+        if model_path is None:
+            return
+        check_same_vocabulary(model_path, self.store.blob_path(plan.draft.digest))
+        plan.draft_checked = True
+
+    def _model_digest(self, name: Name) -> str:
+        """The weights blob of a model in the store (a bundled one is imported first)."""
+        found = self.store.find(name)
+        if found is None:
+            bundled = find_bundled(name)
+            if bundled is None:
+                raise BadRequestError(
+                    f"draft model '{name.display_short}' not found: pull it first"
+                )
+            self._import_bundled(name, bundled)
+            found = name
+        layer = self.models.resolve(found.display_long).manifest.layer(MEDIA_TYPE_MODEL)
+        if layer is None:
+            raise BadRequestError(f"{found.display_short} has no model layer to draft with")
+        return layer.digest
 
     def _plan_from(self, plan: Plan, source: str, client: Client) -> None:
         digest = _blob_reference(self.store, source)
@@ -212,6 +302,9 @@ class Planner:
         plan.base_system = manifest.layer(MEDIA_TYPE_SYSTEM)
         plan.base_licenses = list(manifest.layers_of(MEDIA_TYPE_LICENSE))
         plan.base_messages = manifest.layer(MEDIA_TYPE_MESSAGES)
+        if plan.draft is None:
+            plan.draft = manifest.layer(MEDIA_TYPE_DRAFT)
+        plan.config_extra = base.config
         plan.params = {**base.params, **plan.params}
         if plan.model is None:
             raise BadRequestError(f"{found.display_short} has no model layer to build on")
@@ -301,12 +394,17 @@ def _fields_from_request(req: CreateRequest) -> CreateFields:
         messages = tuple(_message(m) for m in req.messages)
     return CreateFields(
         from_=req.from_ if req.from_ else base.from_,
+        from_all=() if req.from_ else base.from_all,
         adapters=base.adapters,
+        draft=req.draft if req.draft is not None else base.draft,
         parameters=parameters,
         template=req.template if req.template is not None else base.template,
         system=req.system if req.system is not None else base.system,
         license=license_given,
         messages=messages,
+        renderer=req.renderer if req.renderer is not None else base.renderer,
+        parser=req.parser if req.parser is not None else base.parser,
+        requires=req.requires if req.requires is not None else base.requires,
     )
 
 

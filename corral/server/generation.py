@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
@@ -29,12 +30,27 @@ from corral.config import Settings
 from corral.errors import BadRequestError
 from corral.runner.events import CompletionEvent, TokenLogprob
 from corral.scheduler import LoadedModel, RunnerLike, Scheduler, unloads_when_idle
+from corral.server.context_fit import (
+    ContextSizing,
+    LargerContext,
+    context_flags,
+    estimate_chat,
+    estimate_text,
+    tokens_at_most,
+)
+from corral.server.images import (
+    check_images,
+    generate_image_messages,
+    mark_chat_images,
+    referenced_images,
+)
 from corral.server.metrics import Metrics
 from corral.server.models import ModelCatalog, ResolvedModel
 from corral.server.relay import Chunk, Shape, Stats, relay
 from corral.server.shaping import OutputShaper, Parts, ToolPlan, plan_tools, tool_call_id
 from corral.server.streaming import now_rfc3339, parse_body, respond
-from corral.templates.prompt import PromptTemplate, fit_chat_prompt
+from corral.templates.prompt import PromptTemplate, fit_chat_prompt, think_values
+from corral.templates.thinking import think_tags
 
 __all__ = ["Generation", "merge_chat", "merge_generate"]
 
@@ -43,7 +59,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Think:
-    template: bool | None  # .Think / .IsThinkSet for the template (None: not set)
+    template: bool | str | None  # .Think/.ThinkLevel/.IsThinkSet (None: not set)
     parse: bool  # split thinking out of the answer
 
 
@@ -98,8 +114,9 @@ class Generation:
             raise BadRequestError("raw mode does not support template, system, or context")
         if model.is_embedding:
             raise BadRequestError(f'"{req.model}" does not support generate')
-        if req.images:
+        if req.images and not model.projector_path:
             raise BadRequestError(f"{model.name.display_long} does not support vision")
+        check_images(req.images)  # 400 for a bad picture, before a runner is held
         if req.suffix and not model.template.uses("Suffix"):
             raise BadRequestError(f"{model.name.display_long} does not support insert")
         _check_context(req.context)
@@ -125,8 +142,9 @@ class Generation:
         plan = await asyncio.to_thread(plan_tools, model.template, req.tools, req.tool_choice)
         think = _think_choice(req.think, req.model, model)
         for message in req.messages:
-            if message.images:
+            if message.images and not model.projector_path:
                 raise BadRequestError(f"{model.name.display_long} does not support vision")
+            check_images(message.images)
         if not req.messages:
             return await self._load_only(req.model, prepared, req.keep_alive, chat=True)
         messages = [m.to_template() for m in req.messages]
@@ -168,6 +186,8 @@ class Generation:
                 messages = []
                 if system:
                     messages.append(Message(role="system", content=system).to_template())
+                for image in generate_image_messages(len(req.images or ())):  # [img-N]
+                    messages.append(Message.model_validate(image).to_template())
                 messages.append(Message(role="user", content=req.prompt).to_template())
                 prompt = await asyncio.to_thread(
                     _render_generate,
@@ -180,18 +200,28 @@ class Generation:
                 )
             if req.context:
                 prompt = await _context_text(ref.runner, req.context) + prompt
+            if sizing.could_exceed(ref, tokens_at_most(prompt)):  # a longer context?
+                sizing.check(ref, len(await ref.runner.tokenize(prompt, add_special=True)))
             payload: dict[str, Any] = {
                 "prompt": prompt,
                 "options": prepared.options.sampling(),
                 "format": _format_kind(req.format),
                 "return_tokens": not req.raw,
+                **context_flags(req.truncate, req.shift),
             }
+            if req.images:
+                payload["images"] = req.images
             if req.logprobs_top is not None:
                 payload["logprobs"] = req.logprobs_top
+            if not req.raw:
+                _defer_format(payload, template, prompt, think)
             shaper = OutputShaper(template, prompt=prompt, think=think.parse, plan=None)
             return _Plan(payload, shaper, _generate_shape(req.model))
 
-        return self._relay_held("generate", prepared, req.keep_alive, plan)
+        text = "".join((system, req.prompt, req.suffix))
+        estimate = estimate_text(text, prepared.options, len(req.context or ()))
+        sizing = ContextSizing(self.scheduler, prepared.options, estimate)
+        return self._relay_held("generate", prepared, req.keep_alive, plan, sizing)
 
     def _chat_events(
         self,
@@ -204,6 +234,7 @@ class Generation:
         """The answer's chunks: the prompt fitted to the held runner's context, a tool call
         forced by the grammar where ``tools`` requires one or the template opens one."""
         model = prepared.model
+        chat_images = mark_chat_images(messages)  # [img-N] in the contents (images.py)
 
         async def plan(ref: LoadedModel) -> _Plan:
             runner = ref.runner
@@ -222,11 +253,13 @@ class Generation:
                 model.template,
                 messages,
                 tools.tools,
-                num_ctx,
+                num_ctx if req.truncate is not False else sys.maxsize,  # false: sent whole
                 count,
                 think.template,
                 dropped=cut.append,
             )
+            if tokenized:  # the first text counted is the whole conversation
+                sizing.check(ref, len(next(iter(tokenized.values()))))
             if cut:  # agents send tens of thousands of tokens of system prompt and tools
                 size = len(tokenized[prompt]) if prompt in tokenized else await count(prompt)
                 logger.warning(
@@ -245,8 +278,12 @@ class Generation:
                 "prompt": prompt,
                 "options": prepared.options.sampling(),
                 "format": _format_kind(req.format),
+                **context_flags(req.truncate, req.shift),
             }
-            if prompt in tokenized:  # not tokenized again in the runner
+            images = referenced_images(prompt, chat_images)
+            if images:  # the runner cuts the prompt at their markers
+                payload["images"] = images
+            elif prompt in tokenized:  # not tokenized again in the runner
                 payload["prompt_tokens"] = tokenized[prompt]
             if req.logprobs_top is not None:
                 payload["logprobs"] = req.logprobs_top
@@ -260,10 +297,15 @@ class Generation:
                 )
                 payload["format"] = forced.forced_schema
                 payload["wrap"] = ["", forced.wrap[1]]
+            else:
+                _defer_format(payload, model.template, prompt, think)
             shaper = OutputShaper(model.template, prompt=prompt, think=think.parse, plan=tools)
             return _Plan(payload, shaper, _chat_shape(req.model, shaper))
 
-        return self._relay_held("chat", prepared, req.keep_alive, plan)
+        sizing = ContextSizing(
+            self.scheduler, prepared.options, estimate_chat(messages, tools.tools, prepared.options)
+        )
+        return self._relay_held("chat", prepared, req.keep_alive, plan, sizing)
 
     async def _relay_held(
         self,
@@ -271,23 +313,34 @@ class Generation:
         prepared: _Prepared,
         keep_alive: float | None,
         plan: Callable[[LoadedModel], Awaitable[_Plan]],
+        sizing: ContextSizing | None = None,
     ) -> AsyncGenerator[Chunk, None]:
-        """Hold a runner for ``prepared``'s model while its answer to ``plan`` streams."""
+        """Hold a runner for ``prepared``'s model while its answer to ``plan`` streams. A
+        plan that finds the runner's context too short for its prompt (``LargerContext``,
+        before anything is sent) gets another runner, loaded for the counted prompt."""
         model = prepared.model
-        async with self.scheduler.acquire(model.spec(), prepared.options, keep_alive) as ref:
-            loaded_at = time.perf_counter()
-            planned = await plan(ref)
-            chunks = relay(
-                ref.runner.completion(planned.payload),
-                planned.shaper,
-                planned.shape,
-                started=prepared.started,
-                loaded_at=loaded_at,
-                observe=partial(self._observe, route, model),
-            )
-            async with aclosing(chunks):
-                async for chunk in chunks:
-                    yield chunk
+        need = sizing.estimate if sizing is not None else None
+        while True:
+            try:
+                async with self.scheduler.acquire(
+                    model.spec(), prepared.options, keep_alive, need=need
+                ) as ref:
+                    loaded_at = time.perf_counter()
+                    planned = await plan(ref)
+                    chunks = relay(
+                        ref.runner.completion(planned.payload),
+                        planned.shaper,
+                        planned.shape,
+                        started=prepared.started,
+                        loaded_at=loaded_at,
+                        observe=partial(self._observe, route, model),
+                    )
+                    async with aclosing(chunks):
+                        async for chunk in chunks:
+                            yield chunk
+                    return
+            except LargerContext as grow:  # raised once at most (ContextSizing.check)
+                need = grow.need
 
     def _observe(self, route: str, model: ResolvedModel, stats: Stats) -> None:
         self.metrics.request_seconds.labels(route).observe(stats["total_duration"] / 1e9)
@@ -458,7 +511,7 @@ def _render_generate(
     prompt: str,
     system: str,
     suffix: str,
-    think: bool | None = None,
+    think: bool | str | None = None,
 ) -> str:
     if suffix and template.go is not None:  # fill-in-the-middle templates read .Suffix
         data = {
@@ -467,8 +520,7 @@ def _render_generate(
             "Suffix": suffix,
             "Response": "",
             "Messages": messages,
-            "Think": bool(think),
-            "IsThinkSet": think is not None,
+            **think_values(think),
         }
         return template.go.render(data)
     return template.render(messages, None, think)
@@ -492,7 +544,7 @@ def _think_choice(think: bool | str | None, requested: str, model: ResolvedModel
         return Think(None, False)
     if think is None:
         return Think(None, True)
-    return Think(bool(think), bool(think))
+    return Think(think, bool(think))  # a level reaches the template as .ThinkLevel
 
 
 def _check_format(fmt: str | dict[str, Any] | None) -> None:
@@ -505,3 +557,16 @@ def _check_format(fmt: str | dict[str, Any] | None) -> None:
 
 def _format_kind(fmt: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
     return fmt if fmt == "json" or isinstance(fmt, dict) else None
+
+
+def _defer_format(
+    payload: dict[str, Any], template: PromptTemplate, prompt: str, think: Think
+) -> None:
+    """A ``format`` with a model the prompt leaves thinking: it thinks unconstrained and
+    the grammar applies after its thinking end marker (newest Ollama's behaviour); the
+    runner starts the grammar there (``runner/grammar/deferred.py``)."""
+    if payload.get("format") is None or not think.parse:
+        return
+    tags = think_tags(template)
+    if prompt.rstrip().endswith(tags.open):
+        payload["grammar_after"] = tags.close

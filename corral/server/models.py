@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from corral.modelfile import Command, Modelfile, format_modelfile
 from corral.scheduler import ModelSpec
 from corral.store import (
     MEDIA_TYPE_ADAPTER,
+    MEDIA_TYPE_DRAFT,
     MEDIA_TYPE_LICENSE,
     MEDIA_TYPE_MESSAGES,
     MEDIA_TYPE_MODEL,
@@ -37,9 +39,18 @@ from corral.store import (
 )
 from corral.templates.prompt import PromptTemplate
 
-__all__ = ["ModelCatalog", "ResolvedModel", "parse_name"]
+__all__ = ["ModelCatalog", "ResolvedModel", "gguf_is_reranker", "parse_name"]
 
 logger = logging.getLogger(__name__)
+_RANK_POOLING = 4  # llama.cpp's LLAMA_POOLING_TYPE_RANK
+
+
+def gguf_is_reranker(arch: str, metadata: Mapping[str, Any]) -> bool:
+    """Whether a GGUF asks for RANK pooling or carries a classifier's labels."""
+    return (
+        metadata.get(f"{arch}.pooling_type") == _RANK_POOLING
+        or f"{arch}.classifier.output_labels" in metadata
+    )
 
 
 def parse_name(raw: str) -> Name:
@@ -86,6 +97,10 @@ class ResolvedModel:
     has_projector: bool
     #: the LoRA blobs (``application/vnd.ollama.image.adapter`` layers) the runner applies
     adapter_paths: tuple[str, ...] = ()
+    #: the vision projector blob (``application/vnd.ollama.image.projector``), if any
+    projector_path: str | None = None
+    #: the draft model blob (``application/vnd.ollama.image.draft``): speculative decoding
+    draft_path: str | None = None
     _template: list[PromptTemplate] = field(default_factory=list, compare=False, repr=False)
 
     @property
@@ -102,6 +117,11 @@ class ResolvedModel:
             self.gguf.metadata.get(f"{self.gguf.architecture}.pooling_type") is not None
             and self.gguf.architecture.endswith("bert")
         )
+
+    @property
+    def is_reranker(self) -> bool:
+        """Whether the model scores (query, document) pairs (``/api/rerank``)."""
+        return gguf_is_reranker(self.gguf.architecture, self.gguf.metadata)
 
     def details(self) -> dict[str, Any]:
         family = self.config.model_family or self.gguf.architecture
@@ -126,6 +146,8 @@ class ResolvedModel:
             context_length=self.gguf.context_length,
             details=self.details(),
             adapter_paths=self.adapter_paths,
+            projector_path=self.projector_path,
+            draft_path=self.draft_path,
         )
 
     def modelfile(self, system: str, params: dict[str, Any]) -> str:
@@ -137,12 +159,20 @@ class ResolvedModel:
         """
         blobs = Path(self.model_path).parent
         commands = [Command("from", self.model_path)]
+        if self.projector_path:  # a second FROM, as Ollama writes a vision model's projector
+            commands.append(Command("from", self.projector_path))
         for layer in self.manifest.layers_of(MEDIA_TYPE_ADAPTER):
             commands.append(Command("adapter", str(blobs / blob_filename(layer.digest))))
+        if self.draft_path:
+            commands.append(Command("draft", self.draft_path))
         if self.template_source:
             commands.append(Command("template", self.template_source))
         if system:
             commands.append(Command("system", system))
+        for key in ("renderer", "parser", "requires"):
+            value = getattr(self.config, key)
+            if value:
+                commands.append(Command(key, value))
         for key in sorted(params):
             value = params[key]
             for item in value if isinstance(value, list | tuple) else [value]:
@@ -159,8 +189,16 @@ class ResolvedModel:
         )
         return format_modelfile(Modelfile(tuple(commands)), header=header)
 
+    def tensors(self) -> list[dict[str, Any]]:
+        """``show``'s ``tensors``: each tensor's name, ggml type name and shape, in file
+        order (as Ollama's ``api.Tensor``)."""
+        return [
+            {"name": t.name, "type": t.ggml_type, "shape": list(t.shape)} for t in self.gguf.tensors
+        ]
+
     def model_info(self, *, verbose: bool = False) -> dict[str, Any]:
-        """GGUF metadata as Ollama's ``model_info``: long arrays elided unless verbose."""
+        """GGUF metadata as Ollama's ``model_info``: arrays of more than five elements are
+        emptied (``[]``, as newest Ollama) unless verbose."""
         info: dict[str, Any] = {}
         source = (
             read_gguf(self.model_path, full_arrays=True).metadata
@@ -172,10 +210,25 @@ class ResolvedModel:
                 continue
             elided = isinstance(value, list) and len(value) > 5 and not verbose
             if isinstance(value, ArraySummary) or elided:
-                info[key] = None
+                info[key] = []
             else:
                 info[key] = value
         info["general.parameter_count"] = self.gguf.parameter_count
+        return dict(sorted(info.items()))
+
+    def projector_info(self, *, verbose: bool = False) -> dict[str, Any]:
+        """The projector's GGUF metadata, shaped as ``model_info`` (``show``'s
+        ``projector_info``); empty without a projector."""
+        if not self.projector_path:
+            return {}
+        projector = read_gguf(self.projector_path, full_arrays=verbose)
+        info: dict[str, Any] = {}
+        for key, value in projector.metadata.items():
+            if key == "general.name":
+                continue
+            elided = isinstance(value, list) and len(value) > 5 and not verbose
+            info[key] = [] if isinstance(value, ArraySummary) or elided else value
+        info["general.parameter_count"] = projector.parameter_count
         return dict(sorted(info.items()))
 
 
@@ -264,6 +317,8 @@ class ModelCatalog:
             has_adapter=manifest.layer(MEDIA_TYPE_ADAPTER) is not None,
             has_projector=manifest.layer(MEDIA_TYPE_PROJECTOR) is not None,
             adapter_paths=self._adapter_paths(raw, manifest),
+            projector_path=self._projector_path(raw, manifest),
+            draft_path=self._draft_path(raw, manifest),
         )
 
     def _adapter_paths(self, raw: str, manifest: Manifest) -> tuple[str, ...]:
@@ -275,6 +330,26 @@ class ModelCatalog:
                 raise StoreError(f"model '{raw}' is incomplete: its adapter blob is missing")
             paths.append(str(path))
         return tuple(paths)
+
+    def _projector_path(self, raw: str, manifest: Manifest) -> str | None:
+        """The first projector blob (as Ollama, which loads one); missing fails now."""
+        layer = manifest.layer(MEDIA_TYPE_PROJECTOR)
+        if layer is None:
+            return None
+        path = self.store.blob_path(layer.digest)
+        if not path.is_file():
+            raise StoreError(f"model '{raw}' is incomplete: its projector blob is missing")
+        return str(path)
+
+    def _draft_path(self, raw: str, manifest: Manifest) -> str | None:
+        """The draft model's blob (Ollama uses one); a missing one fails now."""
+        layer = manifest.layer(MEDIA_TYPE_DRAFT)
+        if layer is None:
+            return None
+        path = self.store.blob_path(layer.digest)
+        if not path.is_file():
+            raise StoreError(f"model '{raw}' is incomplete: its draft model blob is missing")
+        return str(path)
 
     def _blob(self, digest: str) -> bytes:
         path = self.store.blob_path(digest)

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api import openai as oa
 from corral.errors import BadRequestError, CorralError, ModelNotFoundError, NotFoundError
+from corral.server.embed import vectors_response
 from corral.server.generation import merge_chat, merge_generate
 from corral.server.relay import Chunk
 from corral.server.routes import Api
@@ -275,7 +276,7 @@ class OpenAI:
                 value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
             data.append({"object": "embedding", "embedding": value, "index": i})
         tokens = int(result.prompt_eval_count)  # the tokens embedded, after any truncation
-        return JSONResponse(
+        return vectors_response(
             {
                 "object": "list",
                 "data": data,

@@ -43,7 +43,7 @@ from starlette.routing import Route
 
 from corral.api.jsonbody import load_json
 from corral.api.responses import ResponsesRequest
-from corral.api.types import ChatRequest
+from corral.api.types import ChatRequest, think_from_effort
 from corral.errors import BadRequestError, NotFoundError
 from corral.server.codec import Event, all_chunks, first_chunk, parse_json, sse_response
 from corral.server.openai import openai_errors
@@ -62,7 +62,6 @@ __all__ = [
 
 #: hosted tools an agent sends that cannot run here: dropped, not refused
 _DROPPED_TOOLS = ("web_search", "web_search_preview")
-_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 
 def _ident(prefix: str) -> str:
@@ -126,17 +125,17 @@ def translate(
     return Translated(request, items, custom, namespaces)
 
 
-def _think(body: ResponsesRequest, thinks: bool) -> bool | None:
+def _think(body: ResponsesRequest, thinks: bool) -> bool | str | None:
     effort = body.reasoning.effort if body.reasoning is not None else None
     if effort is None:
         return None
-    if effort not in _EFFORTS:
-        raise BadRequestError(
-            f"reasoning.effort: invalid value {effort!r} (must be one of {', '.join(_EFFORTS)})"
-        )
-    if effort in ("none", "minimal"):
+    try:
+        think = think_from_effort(effort)
+    except BadRequestError as exc:
+        raise BadRequestError(f"reasoning.effort: {exc.message}") from None
+    if think is False:
         return False
-    return True if thinks else None  # agents ask every model: only a thinking one thinks
+    return think if thinks else None  # agents ask every model: only a thinking one thinks
 
 
 def _format(body: ResponsesRequest) -> str | dict[str, Any] | None:

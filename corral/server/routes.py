@@ -29,7 +29,7 @@ from corral.errors import (
     ModelNotFoundError,
     NotFoundError,
 )
-from corral.scheduler import Scheduler
+from corral.scheduler import Scheduler, placement
 from corral.server.generation import Generation
 from corral.server.metrics import Metrics
 from corral.server.models import ModelCatalog, ResolvedModel, parse_name
@@ -61,6 +61,11 @@ class Api:
     async def version(self, request: Request) -> Response:
         return JSONResponse({"version": __version__})
 
+    async def status(self, request: Request) -> Response:
+        """``GET /api/status``: newest Ollama's shape; corral has no cloud, so it is off,
+        by no setting (``source: none``)."""
+        return JSONResponse({"cloud": {"disabled": True, "source": "none"}})
+
     async def tags(self, request: Request) -> Response:
         entries = await asyncio.to_thread(self.store.list_models)
         models = []
@@ -68,6 +73,7 @@ class Api:
             try:
                 resolved = await asyncio.to_thread(self.models.resolve, entry.name.display_long)
                 details = resolved.details()
+                capabilities = _capabilities(resolved)
             except CorralError as exc:
                 logger.warning("skipping %s in list: %s", entry.name.display_short, exc)
                 continue
@@ -79,15 +85,28 @@ class Api:
                     "size": entry.manifest.total_size,
                     "digest": entry.digest,
                     "details": details,
+                    "capabilities": capabilities,
                 }
             )
         return JSONResponse({"models": models})
 
     async def ps(self, request: Request) -> Response:
+        """Loaded runners, one entry each (Ollama's fields), and beyond Ollama's:
+        ``requests_running`` and ``requests_waiting`` (in the runner's queue, its slots
+        busy, or for its load), and ``names``: every model name these weights answer to
+        here, so an alias made by ``cp`` or ``create`` over the same weights shows as
+        loaded (it shares the runner: a request for it loads nothing); ``replica``: the
+        runner's index among its model's, where ``CORRAL_MAX_REPLICAS`` allows several."""
         loaded = await self.scheduler.loaded_models()
+        aliases = await asyncio.to_thread(self._names_by_weights) if loaded else {}
         models = []
+        replicated = self.settings.max_replicas > 1 or any(e.replica for e in loaded)
         for entry in loaded:
             spec = entry.spec
+            names = [spec.name]
+            key = (spec.model_path, spec.adapter_paths)
+            names.extend(n for n in aliases.get(key, ()) if n not in names)
+            running = min(entry.refcount, max(entry.config.num_parallel, 1))
             models.append(
                 {
                     "name": spec.name,
@@ -98,9 +117,29 @@ class Api:
                     "expires_at": entry.expires_at_wall().isoformat(),
                     "size_vram": entry.size_vram,
                     "context_length": entry.config.num_ctx,
+                    "names": names,
+                    "requests_running": running,
+                    "requests_waiting": entry.refcount - running + entry.reserved,
+                    # where the layers are, for a model spread over RPC workers
+                    **placement.ps_fields(getattr(self.scheduler, "workers", None), entry.config),
+                    # which runner of the model, where it may have several (CORRAL_MAX_REPLICAS)
+                    **({"replica": entry.replica} if replicated else {}),
                 }
             )
         return JSONResponse({"models": models})
+
+    def _names_by_weights(self) -> dict[tuple[str, tuple[str, ...]], list[str]]:
+        """Every model here by the runner that would serve it (weights and adapters);
+        blocking (store reads, cached per manifest)."""
+        names: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        for entry in self.store.list_models():
+            try:
+                model = self.models.resolve(entry.name.display_long)
+            except CorralError:
+                continue
+            key = (model.model_path, model.adapter_paths)
+            names.setdefault(key, []).append(entry.name.display_short)
+        return names
 
     async def show(self, request: Request) -> Response:
         req = await parse_body(request, ShowRequest)
@@ -125,6 +164,16 @@ class Api:
             "modified_at": model.modified_at.isoformat(),
             "capabilities": _capabilities(model),
         }
+        for key in ("renderer", "parser", "requires"):  # newest Ollama's config fields
+            value = getattr(model.config, key)
+            if value:
+                body[key] = value
+        if model.projector_path:
+            body["projector_info"] = await asyncio.to_thread(
+                model.projector_info, verbose=req.verbose
+            )
+        if req.verbose:  # every tensor's name, type and shape
+            body["tensors"] = model.tensors()
         if system:
             body["system"] = system
         if model.messages:
@@ -195,13 +244,21 @@ def _go_repr(value: Any) -> str:
 
 
 def _capabilities(model: ResolvedModel) -> list[str]:
-    if model.is_embedding:
-        return ["embedding"]
-    caps = ["completion"]
-    if model.template.supports_tools:
-        caps.append("tools")
-    if model.template.supports_thinking:
-        caps.append("thinking")
-    if model.template.uses("Suffix"):
-        caps.append("insert")
+    """What the model can do, as newest Ollama names it (``show`` and each ``tags`` entry):
+    from its weights and template, and any a create's ``info`` added."""
+    if model.is_reranker:  # scores pairs on /api/rerank; /api/embed refuses it
+        caps = ["rerank"]
+    elif model.is_embedding:
+        caps = ["embedding"]
+    else:
+        caps = ["completion"]
+        if model.template.supports_tools:
+            caps.append("tools")
+        if model.template.supports_thinking:
+            caps.append("thinking")
+        if model.template.uses("Suffix"):
+            caps.append("insert")
+        if model.projector_path:
+            caps.append("vision")
+    caps.extend(c for c in model.config.capabilities if c not in caps)
     return caps

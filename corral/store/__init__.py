@@ -17,6 +17,7 @@ from corral.store.digest import (
 from corral.store.manifest import (
     MEDIA_TYPE_ADAPTER,
     MEDIA_TYPE_CONFIG,
+    MEDIA_TYPE_DRAFT,
     MEDIA_TYPE_EMBED,
     MEDIA_TYPE_LICENSE,
     MEDIA_TYPE_MANIFEST,
@@ -42,6 +43,7 @@ __all__ = [
     "DIGEST_RE",
     "MEDIA_TYPE_ADAPTER",
     "MEDIA_TYPE_CONFIG",
+    "MEDIA_TYPE_DRAFT",
     "MEDIA_TYPE_EMBED",
     "MEDIA_TYPE_LICENSE",
     "MEDIA_TYPE_MANIFEST",

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_MANIFEST_BYTES",
     "MEDIA_TYPE_ADAPTER",
     "MEDIA_TYPE_CONFIG",
+    "MEDIA_TYPE_DRAFT",
     "MEDIA_TYPE_EMBED",
     "MEDIA_TYPE_LICENSE",
     "MEDIA_TYPE_MANIFEST",
@@ -60,6 +61,8 @@ MEDIA_TYPE_MESSAGES: Final = _OLLAMA + "messages"
 MEDIA_TYPE_LICENSE: Final = _OLLAMA + "license"
 MEDIA_TYPE_PROMPT: Final = _OLLAMA + "prompt"
 MEDIA_TYPE_EMBED: Final = _OLLAMA + "embed"
+#: a draft model (GGUF, same vocabulary as the model) for speculative decoding
+MEDIA_TYPE_DRAFT: Final = _OLLAMA + "draft"
 
 MAX_LAYERS: Final = 1000
 MAX_LAYER_SIZE: Final = 1 << 50
@@ -248,9 +251,26 @@ class ModelConfig:
     architecture: str = "amd64"
     os: str = "linux"
     rootfs: RootFS = field(default_factory=RootFS)
+    #: newest Ollama's fields, written only when set (Go's ``omitempty``): the Modelfile's
+    #: RENDERER, PARSER and REQUIRES, and capabilities a create's ``info`` added
+    renderer: str = ""
+    parser: str = ""
+    requires: str = ""
+    capabilities: tuple[str, ...] = ()
+    #: the architecture of the model's draft layer (``"draft"`` in the blob), if it has one
+    draft_architecture: str = ""
 
     def to_json(self) -> bytes:
         """Encode with Ollama's key order and Go's encoding."""
+        optional: dict[str, Any] = {
+            "renderer": self.renderer,
+            "parser": self.parser,
+            "requires": self.requires,
+            "capabilities": list(self.capabilities),
+            "draft": {"model_format": "gguf", "architecture": self.draft_architecture}
+            if self.draft_architecture
+            else None,
+        }
         return go_json(
             {
                 "model_format": self.model_format,
@@ -258,6 +278,7 @@ class ModelConfig:
                 "model_families": list(self.model_families),
                 "model_type": self.model_type,
                 "file_type": self.file_type,
+                **{key: value for key, value in optional.items() if value},
                 "architecture": self.architecture,
                 "os": self.os,
                 "rootfs": {"type": self.rootfs.type, "diff_ids": list(self.rootfs.diff_ids)},
@@ -286,4 +307,11 @@ class ModelConfig:
             rootfs=RootFS(
                 type=_str(rootfs_obj, "type", "layers"), diff_ids=_strs(rootfs_obj, "diff_ids")
             ),
+            renderer=_str(obj, "renderer", ""),
+            parser=_str(obj, "parser", ""),
+            requires=_str(obj, "requires", ""),
+            capabilities=_strs(obj, "capabilities"),
+            draft_architecture=_str(draft, "architecture", "")
+            if isinstance(draft := obj.get("draft"), dict)
+            else "",
         )
