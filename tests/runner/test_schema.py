@@ -1140,7 +1140,13 @@ def llama_accepts() -> Iterator[Callable[[str], bool]]:
 
     yield accepts
     llama_cpp.llama_model_free(model)
-    del quiet
+    # llama.cpp keeps the callback for the rest of the process (ggml logs through it too, and
+    # llama_log_set(NULL) does not reach every copy): freeing it would crash the next
+    # in-process model load, so it stays referenced
+    _KEPT_CALLBACKS.append(quiet)
+
+
+_KEPT_CALLBACKS: list[object] = []
 
 
 EXTRA_SCHEMAS: list[dict[str, Any]] = [
