@@ -243,9 +243,11 @@ def test_sigterm_ends_every_stream_with_a_reason_and_exits_in_2_s(tmp_path: Path
         )
         (runner,) = server.runner_pids()
         long = {"num_predict": 4000, "temperature": 0}
+        raw: dict[str, Any] = {"raw": True, "options": long}
         jobs: list[tuple[str, dict[str, Any]]] = [
-            ("/api/generate", {"model": "smollm2:135m", "prompt": "Count: 1, 2,", "options": long}),
-            ("/api/generate", {"model": "smollm2:135m", "prompt": "Say a b c", "options": long}),
+            # raw continuations that go on: every stream must still be open at SIGTERM
+            ("/api/generate", {"model": "smollm2:135m", "prompt": "1, 2, 3,", **raw}),
+            ("/api/generate", {"model": "smollm2:135m", "prompt": "10, 20, 30,", **raw}),
             (
                 "/api/chat",
                 {
