@@ -392,16 +392,7 @@ class RunnerClient:
         payload: dict[str, Any] = {"content": list(texts), "truncate": truncate}
         if num_ctx is not None:
             payload["num_ctx"] = num_ctx  # inputs longer than this are cut (or refused)
-        try:
-            async with self._watchdog():
-                response = await self._http.post("/embed", json=payload, timeout=None)
-        except httpx.HTTPError as exc:
-            raise await self._died(exc) from exc
-        if response.status_code != 200:
-            text = _error_text(response.content) or f"runner answered {response.status_code}"
-            if response.status_code == 400:
-                raise BadRequestError(text)
-            raise RunnerError(text)
+        response = await self._batch_call("/embed", payload)
         try:
             data = response.json()
             dim = int(data["dim"])
@@ -416,6 +407,22 @@ class RunnerClient:
             prompt_eval_count=int(data.get("prompt_eval_count", 0)),
             duration_ns=int(data.get("duration", 0)),
         )
+
+    async def _batch_call(self, path: str, payload: dict[str, Any]) -> httpx.Response:
+        """POST a batch request under the watchdog: a 400 from the runner is the client's
+        ``BadRequestError``, any other failure a ``RunnerError`` (or the runner's death)."""
+        assert self._http is not None
+        try:
+            async with self._watchdog():
+                response = await self._http.post(path, json=payload, timeout=None)
+        except httpx.HTTPError as exc:
+            raise await self._died(exc) from exc
+        if response.status_code != 200:
+            text = _error_text(response.content) or f"runner answered {response.status_code}"
+            if response.status_code == 400:
+                raise BadRequestError(text)
+            raise RunnerError(text)
+        return response
 
     async def rerank(
         self,
@@ -438,16 +445,7 @@ class RunnerClient:
         }
         if num_ctx is not None:
             payload["num_ctx"] = num_ctx
-        try:
-            async with self._watchdog():
-                response = await self._http.post("/rerank", json=payload, timeout=None)
-        except httpx.HTTPError as exc:
-            raise await self._died(exc) from exc
-        if response.status_code != 200:
-            text = _error_text(response.content) or f"runner answered {response.status_code}"
-            if response.status_code == 400:
-                raise BadRequestError(text)
-            raise RunnerError(text)
+        response = await self._batch_call("/rerank", payload)
         try:
             data = response.json()
             scores = [float(score) for score in data["scores"]]
