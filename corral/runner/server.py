@@ -251,12 +251,7 @@ class RunnerServer:
             text if isinstance(text, str) else _token_list(text, self.engine.n_vocab)
             for text in texts
         ]
-        truncate = payload.get("truncate", True)
-        if not isinstance(truncate, bool):
-            raise HTTPError(400, "truncate must be a boolean")
-        max_tokens = payload.get("num_ctx")
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            raise HTTPError(400, "num_ctx must be a positive integer")
+        truncate, max_tokens = _batch_limits(payload)
         try:
             output = await asyncio.to_thread(
                 self.embedder.embed, inputs, truncate=truncate, max_tokens=max_tokens
@@ -281,12 +276,7 @@ class RunnerServer:
             raise HTTPError(400, "query must be a string")
         if not isinstance(documents, list) or not all(isinstance(d, str) for d in documents):
             raise HTTPError(400, "documents must be a list of strings")
-        truncate = payload.get("truncate", True)
-        if not isinstance(truncate, bool):
-            raise HTTPError(400, "truncate must be a boolean")
-        max_tokens = payload.get("num_ctx")
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            raise HTTPError(400, "num_ctx must be a positive integer")
+        truncate, max_tokens = _batch_limits(payload)
         try:
             output = await asyncio.to_thread(
                 self.embedder.rerank, query, documents, truncate=truncate, max_tokens=max_tokens
@@ -354,6 +344,17 @@ class _EngineStream:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._socket.close()
+
+
+def _batch_limits(payload: dict[str, Any]) -> tuple[bool, int | None]:
+    """An embed or rerank request's ``truncate`` and ``num_ctx``, checked."""
+    truncate = payload.get("truncate", True)
+    if not isinstance(truncate, bool):
+        raise HTTPError(400, "truncate must be a boolean")
+    max_tokens = payload.get("num_ctx")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        raise HTTPError(400, "num_ctx must be a positive integer")
+    return truncate, max_tokens
 
 
 def _token_list(value: Any, n_vocab: int) -> list[int]:
