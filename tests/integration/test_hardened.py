@@ -260,8 +260,14 @@ def test_sigterm_ends_every_stream_with_a_reason_and_exits_in_2_s(tmp_path: Path
                 "/v1/chat/completions",
                 {
                     "model": "smollm2:135m",
-                    "messages": [{"role": "user", "content": "Count to 1000."}],
+                    # the answer is begun for the model: a greedy count that goes on
+                    "messages": [
+                        {"role": "system", "content": "You count."},
+                        {"role": "user", "content": "Count from 1 to 1000, separated by commas."},
+                        {"role": "assistant", "content": "1, 2, 3, 4, 5,"},
+                    ],
                     "max_tokens": 4000,
+                    "temperature": 0,
                     "stream": True,
                 },
             ),
