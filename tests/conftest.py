@@ -59,6 +59,20 @@ class ServerProcess:
     def env(self) -> dict[str, str]:
         return {**os.environ, "OLLAMA_HOST": self.host, "OLLAMA_MODELS": str(self.models_dir)}
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the server's ``/metrics`` samples named ``name`` that carry ``labels``
+        (0 when there are none)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        total = 0.0
+        for family in text_string_to_metric_families(httpx.get(self.url + "/metrics").text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    total += float(sample.value)
+        return total
+
     def runner_pids(self) -> list[int]:
         """Runner processes started by this server (children running corral.runner)."""
         return [

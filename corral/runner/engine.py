@@ -249,7 +249,7 @@ class Engine:
                 return
             slot.cached.extend(slot.prompt[start : start + size])
             slot.n_past += size
-            slot.prompt_eval_count += size
+            slot.prompt_read += size
             return
 
     def _load_adapters(self) -> None:
@@ -502,7 +502,7 @@ class Engine:
                 if last:
                     slot.batch_index = n
                 n += 1
-            slot.prompt_eval_count += len(take)
+            slot.prompt_read += len(take)
             if take and len(take) == len(remaining):
                 active.append(slot)
         if n == 0:
@@ -623,7 +623,10 @@ class Engine:
         final: CompletionEvent = {
             "done": True,
             "done_reason": reason,
-            "prompt_eval_count": slot.prompt_eval_count,
+            # the whole prompt, as newest Ollama counts it (cache hits and tokens read);
+            # what the cache held is told apart for the metrics
+            "prompt_eval_count": len(slot.prompt),
+            "prompt_cached": max(0, len(slot.prompt) - slot.prompt_read),
             "prompt_eval_duration": int((first - slot.t_start) * 1e9),
             "eval_count": len(slot.generated),
             "eval_duration": int((now - first) * 1e9),

@@ -49,7 +49,8 @@ class CompletionEvent(TypedDict, total=False):
     #: the request's stop string that ended the text, when one did (``done_reason`` "stop");
     #: the server keeps it off Ollama's chunks (Anthropic's ``stop_sequence`` reads it)
     stop_sequence: str
-    prompt_eval_count: int  # prompt tokens evaluated (not those reused from the cache)
+    prompt_eval_count: int  # the prompt's tokens: those read now and those the cache held
+    prompt_cached: int  # of those, how many the cache held (not read again)
     prompt_eval_duration: int
     eval_count: int  # tokens generated
     eval_duration: int

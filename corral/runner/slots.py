@@ -104,7 +104,7 @@ class Slot:
     stops: StopWatch = field(default_factory=lambda: StopWatch(()))
     num_predict: int = -1
     num_keep: int = 4
-    prompt_eval_count: int = 0
+    prompt_read: int = 0  # prompt tokens read into the cache (not held by it already)
     t_start: float = 0.0
     t_first: float = 0.0
     batch_index: int = -1
@@ -142,7 +142,7 @@ class Slot:
         self.stops = StopWatch(list(task.options.get("stop") or ()))
         self.num_keep = num_keep
         self.num_predict = num_predict
-        self.prompt_eval_count = 0
+        self.prompt_read = 0
         self.last_piece = ""
         self.piece_repeats = 0
         self.t_start = time.perf_counter()

@@ -342,11 +342,9 @@ class Generation:
             except LargerContext as grow:  # raised once at most (ContextSizing.check)
                 need = grow.need
 
-    def _observe(self, route: str, model: ResolvedModel, stats: Stats) -> None:
+    def _observe(self, route: str, model: ResolvedModel, stats: Stats, read: int) -> None:
         self.metrics.request_seconds.labels(route).observe(stats["total_duration"] / 1e9)
-        self.metrics.observe_generation(
-            model.name.display_short, stats["prompt_eval_count"], stats["eval_count"]
-        )
+        self.metrics.observe_generation(model.name.display_short, read, stats["eval_count"])
 
     async def _load_only(
         self, model_name: str, prepared: _Prepared, keep_alive: float | None, *, chat: bool

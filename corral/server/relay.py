@@ -78,12 +78,13 @@ async def relay(
     *,
     started: float,
     loaded_at: float,
-    observe: Callable[[Stats], None],
+    observe: Callable[[Stats, int], None],
 ) -> AsyncGenerator[Chunk, None]:
     """Relay ``events`` (``RunnerClient.completion``) as ``shape``'s chunks.
 
     ``started`` and ``loaded_at`` are ``time.perf_counter()`` readings (request start,
-    runner held); ``observe`` gets the stats once, before the final event is yielded.
+    runner held); ``observe`` gets the stats and how many prompt tokens were read (not
+    held by the cache) once, before the final event is yielded.
     Closing the relay closes ``events``, which cancels the generation in the runner.
     """
     try:
@@ -96,7 +97,8 @@ async def relay(
                 final = FinalChunk(
                     shape.final(event, stats), stop_sequence=event.get("stop_sequence")
                 )
-                observe(stats)
+                read = stats["prompt_eval_count"] - int(event.get("prompt_cached", 0))
+                observe(stats, max(0, read))
                 yield final
             else:
                 text = event.get("content", "")

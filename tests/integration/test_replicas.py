@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ServerProcess, started
 
@@ -41,14 +40,6 @@ def _ps(server: ServerProcess) -> list[dict[str, Any]]:
     return models
 
 
-def _runners_metric(server: ServerProcess) -> float:
-    for family in text_string_to_metric_families(httpx.get(server.url + "/metrics").text):
-        for sample in family.samples:
-            if sample.name == "corral_model_runners" and sample.labels.get("model") == MODEL:
-                return float(sample.value)
-    return 0.0
-
-
 def _pull(server: ServerProcess) -> None:
     response = httpx.post(
         server.url + "/api/pull", json={"model": MODEL, "stream": False}, timeout=300
@@ -66,7 +57,7 @@ def test_a_queue_loads_a_second_runner_and_idle_replicas_go(tmp_path: Path) -> N
         assert sorted(m["replica"] for m in models) == [0, 1], server.log_tail()
         assert all(m["name"] == MODEL and MODEL in m["names"] for m in models)
         assert len(server.runner_pids()) == 2
-        assert _runners_metric(server) == 2.0
+        assert server.metric("corral_model_runners", model=MODEL) == 2.0
         table = subprocess.run(
             [sys.executable, "-m", "corral", "ps"],
             env=server.env(),

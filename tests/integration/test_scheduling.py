@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ServerProcess, started
 
@@ -37,14 +36,6 @@ def _generate(server: ServerProcess, model: str, **extra: object) -> httpx.Respo
 
 def _loaded(server: ServerProcess) -> list[str]:
     return [m["name"] for m in httpx.get(server.url + "/api/ps").json()["models"]]
-
-
-def _metric(server: ServerProcess, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(httpx.get(server.url + "/metrics").text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
 
 
 def _runner_args(server: ServerProcess) -> list[str]:
@@ -113,7 +104,7 @@ def test_bounded_queue_answers_503_and_stays_healthy(tmp_path: Path) -> None:
         assert set(statuses) <= {200, 503}
         refused = [r for r in responses if r.status_code == 503]
         assert all(r.json() == {"error": BUSY} for r in refused)
-        busy_count = _metric(server, "corral_requests_total", route="/api/generate", outcome="busy")
+        busy_count = server.metric("corral_requests_total", route="/api/generate", outcome="busy")
         assert busy_count == len(refused)
         assert _loaded(server) == ["smollm2:135m"]
         again = [r.status_code for r in asyncio.run(_burst(server.url, 20))]
@@ -169,7 +160,7 @@ def test_unset_context_uses_the_loaded_runner(tmp_path: Path) -> None:
         assert server.runner_pids() != pid
         log = server.log_path.read_text()
         assert "reload because options changed: num_ctx changed from 2048 to 4096" in log
-        assert _metric(server, "corral_model_loads_total") == 2
+        assert server.metric("corral_model_loads_total") == 2
 
 
 #: keep_alive as a request gives it → seconds until /api/ps says it expires (None: never)
@@ -196,7 +187,7 @@ def test_keep_alive_forms(tmp_path: Path) -> None:
                 assert left.days > 365 * 100, keep_alive  # forever
             else:
                 assert seconds - 5 < left.total_seconds() <= seconds, keep_alive
-        assert _metric(server, "corral_model_loads_total") == 1  # each one only re-timed it
+        assert server.metric("corral_model_loads_total") == 1  # each one only re-timed it
         for keep_alive in ("0", 0, "300ms"):  # unload right after, or soon after
             answer = _generate(server, "smollm2:135m", keep_alive=keep_alive)
             assert answer.status_code == 200, answer.text

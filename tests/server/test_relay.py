@@ -16,6 +16,7 @@ DONE: CompletionEvent = {
     "done": True,
     "done_reason": "length",
     "prompt_eval_count": 3,
+    "prompt_cached": 2,
     "prompt_eval_duration": 10,
     "eval_count": 2,
     "eval_duration": 20,
@@ -48,7 +49,10 @@ SHAPE = Shape(
 
 
 def _relay(
-    script: Script, *, think: bool = False, observe: Callable[[Stats], None] = lambda stats: None
+    script: Script,
+    *,
+    think: bool = False,
+    observe: Callable[[Stats, int], None] = lambda stats, read: None,
 ) -> AsyncGenerator[Chunk, None]:
     template = PromptTemplate.from_sources("{{ .Prompt }}<think></think>")
     shaper = OutputShaper(template, prompt="", think=think, plan=None)
@@ -59,11 +63,11 @@ def _relay(
 
 
 async def test_chunks_then_the_final_event_with_stats() -> None:
-    observed: list[Stats] = []
+    observed: list[tuple[Stats, int]] = []
     script = Script({"content": "Hel"}, {"content": "lo", "logprobs": [LOGPROB]}, DONE)
     chunks: list[Chunk] = []
     seen: list[int] = []  # how many observations there were as each chunk came
-    async for chunk in _relay(script, observe=observed.append):
+    async for chunk in _relay(script, observe=lambda stats, read: observed.append((stats, read))):
         chunks.append(chunk)
         seen.append(len(observed))
     assert seen == [0, 0, 1]  # observed once, before the final event goes out
@@ -75,7 +79,8 @@ async def test_chunks_then_the_final_event_with_stats() -> None:
     assert final["done"] == "length"
     assert (final["prompt_eval_count"], final["eval_count"], final["eval_duration"]) == (3, 2, 20)
     assert final["load_duration"] == 0 and final["total_duration"] >= 0
-    assert observed == [{k: v for k, v in final.items() if k != "done"}]
+    # the whole prompt is counted; the metrics get the tokens read, the cache's left out
+    assert observed == [({k: v for k, v in final.items() if k != "done"}, 1)]
     assert len(chunks) == 3 and script.closed
 
 
