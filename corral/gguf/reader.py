@@ -165,6 +165,9 @@ def format_parameter_count(count: int) -> str:
     return str(count)
 
 
+_U64 = struct.Struct("<Q")
+
+
 class _Cursor:
     """Bounds-checked little-endian reads over a buffer."""
 
@@ -201,10 +204,20 @@ class _Cursor:
         except UnicodeDecodeError:
             return raw.decode("utf-8", errors="replace")
 
-    def skip_string(self, what: str) -> None:
-        length = self.u64(what)
-        self.need(length, what)
-        self.offset += length
+    def skip_strings(self, count: int, what: str) -> None:
+        """Step over ``count`` strings (a tokenizer's 50-250k: one tight loop)."""
+        buffer, offset, size = self.buffer, self.offset, self.size
+        length_at = _U64.unpack_from
+        for _ in range(count):
+            if offset + 8 > size:
+                break
+            offset += 8 + length_at(buffer, offset)[0]
+            if offset > size:
+                break
+        else:
+            self.offset = offset
+            return
+        raise GGUFError(f"invalid GGUF file: truncated while reading {what}")
 
 
 def read_gguf(path: str | os.PathLike[str], *, full_arrays: bool = False) -> GGUFInfo:
@@ -293,8 +306,7 @@ def _read_value(cursor: _Cursor, value_type: int, key: str, *, full_arrays: bool
             cursor.need(length * 8, key)
             if full_arrays or length <= SMALL_ARRAY:
                 return [cursor.string(key) for _ in range(length)]
-            for _ in range(length):
-                cursor.skip_string(key)
+            cursor.skip_strings(length, key)
             return ArraySummary("string", length)
         raise GGUFError(f"invalid GGUF file: unknown array type {element_type} in {key!r}")
     raise GGUFError(f"invalid GGUF file: unknown value type {value_type} for {key!r}")

@@ -561,3 +561,23 @@ def test_bundled_smollm2() -> None:
     assert tokens.element_type == "string"
     assert tokens.length == info.arch_value("vocab_size", tokens.length)
     assert info.data_offset + max(t.offset + t.n_bytes for t in info.tensors) <= info.file_size
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"",  # the array stops after its count
+        _gstr("a") * 99,  # one string short
+        _gstr("a") * 99 + struct.pack("<Q", 5) + b"ab",  # the last string cut
+        _gstr("a") + struct.pack("<Q", 2**63) + b"x" * 64,  # a length past the end
+    ],
+)
+def test_a_skipped_string_array_cut_short_is_refused(tmp_path: Path, tail: bytes) -> None:
+    """A tokenizer-sized string array is stepped over, not read: still bounds-checked."""
+    array = _gstr("tok.list") + struct.pack("<IIQ", GGUFValueType.ARRAY, GGUFValueType.STRING, 100)
+    with pytest.raises(GGUFError, match=r"truncated while reading tok\.list"):
+        read_gguf(_bytes_file(tmp_path, _header(0, 1) + array + tail))
+    whole = _header(0, 1) + array + _gstr("a") * 100
+    assert read_gguf(_bytes_file(tmp_path, whole)).metadata["tok.list"] == ArraySummary(
+        "string", 100
+    )
