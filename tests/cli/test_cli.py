@@ -157,6 +157,11 @@ def test_run_starts_a_background_server(tmp_path: Path) -> None:
         assert "started a corral server in the background" in result.stderr
         assert result.stdout.strip()
         assert httpx.get(f"http://{host}/").text == "Ollama is running"
+        # started once, early (before the command line imported), and waited for
+        assert len(_pids_serving(host)) == 1
+        again = corral("run", model, "Say hi.", env=env, timeout=240)
+        assert again.returncode == 0 and "started a corral server" not in again.stderr
+        assert len(_pids_serving(host)) == 1
     finally:
         for pid in _pids_serving(host):
             os.kill(pid, signal.SIGTERM)
