@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import orjson
 
 if TYPE_CHECKING:
     import numpy as np  # imported where embeddings arrive: not on a server's start-up
@@ -36,6 +37,7 @@ from corral.errors import BadRequestError, RunnerError
 from corral.runner.diagnose import ENGINE_UNUSABLE, OomCounter, explain
 from corral.runner.events import CompletionEvent
 from corral.runner.settings import LoadSettings
+from corral.runner.stream import StreamError, open_stream
 
 __all__ = ["RunnerClient", "RunnerConfig", "RunnerEmbeddings", "RunnerRerank"]
 
@@ -245,19 +247,22 @@ class RunnerClient:
         try:
             async with (
                 self._watchdog() as beat,
-                self._http.stream("POST", "/completion", json=payload) as response,
+                open_stream(self.port, "/completion", payload) as response,
             ):
-                if response.status_code != 200:
-                    body = await response.aread()
-                    text = _error_text(body) or f"runner answered {response.status_code}"
-                    if response.status_code == 400:
+                if response.status != 200:
+                    body = await response.read()
+                    text = _error_text(body) or f"runner answered {response.status}"
+                    if response.status == 400:
                         raise BadRequestError(text)
                     raise RunnerError(text)
-                async for line in response.aiter_lines():
+                async for line in response.lines():
                     beat()
-                    if not line:
+                    if not line.strip():
                         continue
-                    event = json.loads(line)
+                    try:
+                        event = orjson.loads(line)
+                    except ValueError as exc:  # orjson.JSONDecodeError too
+                        raise StreamError(f"runner sent a malformed event: {exc}") from exc
                     if "error" in event:
                         if event.get("status") == 400:
                             raise BadRequestError(str(event["error"]))
@@ -265,7 +270,7 @@ class RunnerClient:
                     yield event
                     if event.get("done"):
                         return
-        except httpx.HTTPError as exc:
+        except StreamError as exc:
             raise await self._died(exc) from exc
         raise await self._died(None)
 

@@ -45,6 +45,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from corral.runner.embed import Embedder, InputTooLongError, NotSupportedError
 from corral.runner.engine import GRAMMARS, Engine, LoadError, Task
 from corral.runner.grammar import SchemaError, schema_to_grammar
@@ -325,7 +327,10 @@ class _EngineStream:
     def emit(self, event: dict[str, Any]) -> None:
         if self._ended:
             return
-        data = json.dumps(event).encode() + b"\n"
+        try:  # per token: orjson
+            data = orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:  # a value orjson does not write: the standard library's way
+            data = json.dumps(event, default=float).encode() + b"\n"
         chunk = b"%x\r\n%s\r\n" % (len(data), data)
         final = "done" in event or "error" in event
         if final:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -186,9 +187,19 @@ def _validation_text(exc: ValidationError, type_name: str) -> str:
     return f"invalid value for {location}: {message}"
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second written, and its text
+
+
 def now_rfc3339() -> str:
-    stamp = datetime.now(UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond:06d}000Z"
+    """Now in UTC as Go writes ``time.Time`` (nanosecond digits): on every streamed chunk,
+    so the date part is formatted once a second."""
+    global _second
+    now = time.time()
+    whole = int(now)
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
+    micros = min(int((now - whole) * 1e6), 999_999)
+    return f"{_second[1]}{micros:06d}000Z"
 
 
 async def respond(
@@ -283,4 +294,8 @@ async def _until_disconnected(request: Request) -> None:
 
 
 def _line(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    """One NDJSON line (orjson: a streamed chunk is written per token)."""
+    try:
+        return orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # what orjson does not write (a key that is no string): the slow way
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
