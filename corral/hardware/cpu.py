@@ -17,7 +17,17 @@ from pathlib import Path
 
 __all__ = ["CpuInfo", "cpu_info"]
 
-_FEATURES = ("avx", "avx2", "avx512f", "avx512bw", "avx512vnni", "f16c", "fma", "sse4_2")
+_FEATURES = (
+    "avx",
+    "avx2",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "f16c",
+    "fma",
+    "sse4_2",
+)
 #: aarch64 names llama.cpp uses (``/proc/cpuinfo`` "Features")
 _ARM_FEATURES = ("asimd", "asimddp", "sve", "i8mm", "fphp")
 

@@ -53,6 +53,12 @@ class SystemInfo:
     gpus_found: tuple[GpuInfo, ...] = ()  # every GPU discovered, used or not
     gpu_note: str = ""  # why found GPUs are not used
 
+    @property
+    def bf16_on_cpu(self) -> bool:
+        """Models run on the CPU (no GPU in use) and it multiplies BF16 itself
+        (AVX512-BF16): BF16 weights are then faster than F16 (``catalog``'s conversion)."""
+        return not self.gpus and "avx512_bf16" in self.cpu.features
+
     def devices(self) -> list[dict[str, Any]]:
         """One entry per compute device, GPUs first, as ``corral info --json`` prints them."""
         rows: list[dict[str, Any]] = [

@@ -160,6 +160,11 @@ class Scheduler:
         )
 
     @property
+    def system(self) -> SystemInfo:
+        """The latest snapshot of the hardware (GPUs, CPU, memory)."""
+        return self._last_system
+
+    @property
     def default_context(self) -> int:
         """The context of a request that sets none, before the model's cap: newest Ollama's
         tier by the GPUs' memory when ``OLLAMA_CONTEXT_LENGTH`` is 0 or unset."""

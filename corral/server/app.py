@@ -79,7 +79,7 @@ def _openai_routes(api: Api) -> list[Route]:
 
 def create_app(settings: Settings, store: ModelStore, scheduler: Scheduler) -> Starlette:
     api = Api(settings, store, scheduler)
-    manage = Manage(settings, store, api.models)
+    manage = Manage(settings, store, api.models, bf16=lambda: scheduler.system.bf16_on_cpu)
 
     inflight = InFlight()
 

@@ -62,7 +62,7 @@ class Create:
 
     def __init__(self, store: ModelStore, models: ModelCatalog, transfers: Transfers) -> None:
         self.store = store
-        self.planner = Planner(store, models)
+        self.planner = Planner(store, models, bf16=transfers.bf16)
         self.transfers = transfers
 
     async def create(self, request: Request) -> Response:

@@ -124,9 +124,12 @@ class Client:
 class Planner:
     """Checks create requests against one store and resolves their bases."""
 
-    def __init__(self, store: ModelStore, models: ModelCatalog) -> None:
+    def __init__(
+        self, store: ModelStore, models: ModelCatalog, *, bf16: Callable[[], bool] = lambda: False
+    ) -> None:
         self.store = store
         self.models = models
+        self.bf16 = bf16  # whether a bundled checkpoint imports as BF16 (see Transfers)
 
     def plan(self, name: Name, req: CreateRequest, client: Client) -> Plan:
         """Check the request and resolve its base; blocking (store and GGUF reads)."""
@@ -311,7 +314,7 @@ class Planner:
 
     def _import_bundled(self, name: Name, bundled: BundledModel) -> None:
         try:
-            pull_bundled(self.store, name, bundled, lambda _event: None)
+            pull_bundled(self.store, name, bundled, lambda _event: None, bf16=self.bf16())
         except CatalogError as exc:
             raise ModelNotFoundError(name.display_short, hint=False) from exc
 

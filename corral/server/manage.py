@@ -17,6 +17,8 @@ as a final ``{"error": ...}`` line of the NDJSON stream. The wire types live in
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from corral.config import Settings
 from corral.server.blobs import Blobs
 from corral.server.create import Create
@@ -30,12 +32,19 @@ __all__ = ["Manage"]
 class Manage:
     """The model management handlers over one store (pull, push, create, blobs)."""
 
-    def __init__(self, settings: Settings, store: ModelStore, models: ModelCatalog) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ModelStore,
+        models: ModelCatalog,
+        *,
+        bf16: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.models = models
         blobs = Blobs(store)
-        transfers = Transfers(store)
+        transfers = Transfers(store, bf16=bf16)
         self.head_blob = blobs.head_blob
         self.post_blob = blobs.post_blob
         self.pull = transfers.pull

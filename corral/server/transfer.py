@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -45,8 +45,11 @@ _Key = tuple[str, str, str, str]
 class Transfers:
     """The pull and push handlers over one store, and the pulls in flight."""
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, *, bf16: Callable[[], bool] = lambda: False) -> None:
         self.store = store
+        #: whether a bundled checkpoint (all-minilm) is converted to BF16 rather than F16:
+        #: the serve's hardware says (a CPU that multiplies BF16 itself, no GPU in use)
+        self.bf16 = bf16
         self._pulls: dict[_Key, asyncio.Task[None]] = {}
         self._listeners: dict[_Key, list[asyncio.Queue[Event | BaseException | None]]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -84,7 +87,9 @@ class Transfers:
             # task that raises while nobody awaits it (the stream ended at that very error,
             # or the client left) is logged as "Task exception was never retrieved".
             try:
-                await asyncio.to_thread(pull_bundled, self.store, name, bundled, report)
+                await asyncio.to_thread(
+                    pull_bundled, self.store, name, bundled, report, bf16=self.bf16()
+                )
             except CorralError as exc:
                 queue.put_nowait(exc)
             except OSError as exc:  # a full disk, a read-only store

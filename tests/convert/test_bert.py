@@ -112,6 +112,46 @@ def test_minilm_conversion_is_deterministic_and_pinned(minilm_gguf: Path, tmp_pa
     assert not list(tmp_path.glob("*.partial"))
 
 
+@needs_minilm
+def test_minilm_bf16_conversion_is_pinned_and_rounds_the_matrices(
+    minilm_gguf: Path, tmp_path: Path
+) -> None:
+    """The BF16 variant (pulled where the CPU multiplies BF16 itself): its own pin, the
+    matrices rounded to bfloat16, everything else as in the F16 file."""
+    out = convert_checkpoint(MINILM, tmp_path / "bf16.gguf", file_type="bf16")  # type: ignore[arg-type]
+    pinned = next(m for m in BUNDLED if "all-minilm:latest" in m.names)
+    assert pinned.bf16 == (hashlib.sha256(out.read_bytes()).hexdigest(), out.stat().st_size)
+    reader = gguf.GGUFReader(out)
+    assert _fields(reader)["general.file_type"] == gguf.LlamaFileType.MOSTLY_BF16
+    bf16 = {t.name: t for t in reader.tensors}
+    f16 = {t.name: t for t in gguf.GGUFReader(minilm_gguf).tensors}
+    assert bf16.keys() == f16.keys()
+    q = bf16["blk.0.attn_q.weight"]
+    assert q.tensor_type == gguf.GGMLQuantizationType.BF16
+    assert bf16["blk.0.attn_q.bias"].tensor_type == gguf.GGMLQuantizationType.F32
+    widened = (np.asarray(q.data).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    reference = np.asarray(f16["blk.0.attn_q.weight"].data, dtype=np.float32).reshape(widened.shape)
+    np.testing.assert_allclose(widened, reference, rtol=2**-8, atol=1e-6)
+
+
+@pytest.mark.model
+@needs_minilm
+def test_minilm_bf16_embeds_as_the_f16_file(minilm_gguf: Path, tmp_path: Path) -> None:
+    import llama_cpp
+
+    out = convert_checkpoint(MINILM, tmp_path / "bf16.gguf", file_type="bf16")  # type: ignore[arg-type]
+    texts = ["The cat sat on the mat.", "Rain fell over the northern hills all night."]
+    vectors = []
+    for path in (minilm_gguf, out):
+        model = llama_cpp.Llama(str(path), embedding=True, n_ctx=128, verbose=False)
+        try:
+            vectors.append([np.array(model.embed(t)) for t in texts])
+        finally:
+            model.close()
+    for a, b in zip(*vectors, strict=True):
+        assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.9999
+
+
 @pytest.mark.model
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_tiny_bert_round_trip(tmp_path: Path, pooling: str) -> None:

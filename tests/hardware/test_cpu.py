@@ -109,3 +109,21 @@ def test_memory_limited_by_cgroup_v1(tmp_path: Path) -> None:
     write(cgroup / "memory" / "memory.usage_in_bytes", str(1 << 29))
     memory = system_memory(write(tmp_path / "meminfo", MEMINFO), cgroup)
     assert (memory.total_bytes, memory.free_bytes) == (2 << 30, (2 << 30) - (1 << 29))
+
+
+def test_bf16_on_cpu_only_without_gpus(tmp_path: Path) -> None:
+    """BF16 weights are the faster choice only where the CPU runs the model and multiplies
+    BF16 itself (the kernel's ``avx512_bf16`` flag)."""
+    from typing import Any, cast
+
+    from corral.hardware.system import SystemInfo
+
+    bf16 = X86.replace("avx512f", "avx512f avx512_bf16 avx512_vnni")
+    with_bf16 = cpu_info(write(tmp_path / "bf16", bf16), tmp_path / "no-cgroup")
+    without = cpu_info(write(tmp_path / "plain", X86), tmp_path / "no-cgroup")
+    assert "avx512_bf16" in with_bf16.features and "avx512_vnni" in with_bf16.features
+    memory = system_memory(write(tmp_path / "meminfo", MEMINFO), tmp_path / "no-cgroup")
+    assert SystemInfo(gpus=(), cpu=with_bf16, memory=memory).bf16_on_cpu
+    assert not SystemInfo(gpus=(), cpu=without, memory=memory).bf16_on_cpu
+    a_gpu = cast(Any, object())  # the model would run there: F16 stays
+    assert not SystemInfo(gpus=(a_gpu,), cpu=with_bf16, memory=memory).bf16_on_cpu
