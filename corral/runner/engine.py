@@ -541,7 +541,8 @@ class Engine:
         now = time.perf_counter()
         if slot.pending_token is None:
             slot.t_first = now
-        token = llama.llama_sampler_sample(slot.sampler, self._ctx, slot.batch_index)
+        assert slot.sampler is not None
+        token = slot.sampler.sample(self._ctx, slot.batch_index)
         if llama.llama_vocab_is_eog(self._vocab, token):
             self._finish(slot, "stop")
             return

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.runner.events import TokenLogprob
-from corral.runner.sampling import free_sampler
+from corral.runner.sampling import Sampler
 from corral.runner.text import StopMatcher, Utf8Assembler
 
 __all__ = [
@@ -98,7 +98,7 @@ class Slot:
     prompt: list[int] = field(default_factory=list)
     n_past: int = 0
     pending_token: int | None = None
-    sampler: Any = None
+    sampler: Sampler | None = None
     generated: list[int] = field(default_factory=list)
     utf8: Utf8Assembler = field(default_factory=Utf8Assembler)
     stops: StopWatch = field(default_factory=lambda: StopWatch(()))
@@ -127,7 +127,7 @@ class Slot:
         reuse: int,
         num_keep: int,
         num_predict: int,
-        sampler: Any,
+        sampler: Sampler,
     ) -> None:
         """Take ``task``: its first ``reuse`` tokens of ``prompt`` are already in the cache
         (the engine has removed the rest of the sequence), the rest is to be read."""
@@ -177,7 +177,7 @@ class Slot:
 
     def free_sampler(self) -> None:
         if self.sampler is not None:
-            free_sampler(self.sampler)
+            self.sampler.free()
             self.sampler = None
 
 
