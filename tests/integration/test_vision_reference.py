@@ -237,6 +237,8 @@ def test_equals_llama_mtmd_cli(
     model, projector, pictures = pair
     for picture in pictures:
         printed = _cli_answer(mtmd_cli, model, projector, picture)
+        if not printed:  # seen once in CI: the tool printed no answer at all; ask it again
+            printed = _cli_answer(mtmd_cli, model, projector, picture)
         tokens = _corral(server, picture)
         assert len(tokens) == PREDICT
         answer = _text(model, tokens)

@@ -45,7 +45,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def _full_disk(store: Any, name: Any, bundled: Any, report: Any) -> None:
+def _full_disk(store: Any, name: Any, bundled: Any, report: Any, **_options: Any) -> None:
     report({"status": "pulling manifest"})
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
