@@ -53,6 +53,7 @@ from corral.runner.settings import LoadSettings
 from corral.runner.slots import (
     Slot,
     Task,
+    batch_add,
     check_prompt_length,
     common_prefix,
     fit_prompt,
@@ -473,7 +474,7 @@ class Engine:
                 if slot.n_past >= self.settings.num_ctx and not self._shift(slot):
                     self._finish(slot, "length")
                     continue
-                _batch_add(batch, n, slot.pending_token, slot.n_past, slot.seq_id, True)
+                batch_add(batch, n, slot.pending_token, slot.n_past, slot.seq_id, True)
                 slot.cached.append(slot.pending_token)
                 slot.n_past += 1
                 slot.batch_index = n
@@ -496,7 +497,7 @@ class Engine:
             take = remaining[: min(limit, run, capacity - n)]
             for offset, token in enumerate(take):
                 last = offset == len(remaining) - 1
-                _batch_add(batch, n, token, slot.n_past, slot.seq_id, last)
+                batch_add(batch, n, token, slot.n_past, slot.seq_id, last)
                 slot.cached.append(token)
                 slot.n_past += 1
                 if last:
@@ -668,14 +669,6 @@ class _FileTurn:
 
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-
-def _batch_add(batch: Any, index: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
-    batch.token[index] = token
-    batch.pos[index] = pos
-    batch.n_seq_id[index] = 1
-    batch.seq_id[index][0] = seq_id
-    batch.logits[index] = logits
 
 
 def _tensor_split(split: tuple[float, ...]) -> Any:

@@ -31,6 +31,7 @@ __all__ = [
     "Slot",
     "StopWatch",
     "Task",
+    "batch_add",
     "check_prompt_length",
     "common_prefix",
     "fit_prompt",
@@ -225,6 +226,15 @@ def prefix_donor(slots: list[Slot], target: Slot, tokens: list[int]) -> Slot | N
         if length > longest:
             donor, longest = slot, length
     return donor
+
+
+def batch_add(batch: Any, index: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+    """Write row ``index`` of a llama.cpp batch: ``token`` at ``pos`` of sequence ``seq_id``."""
+    batch.token[index] = token
+    batch.pos[index] = pos
+    batch.n_seq_id[index] = 1
+    batch.seq_id[index][0] = seq_id
+    batch.logits[index] = logits
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

@@ -51,7 +51,7 @@ import llama_cpp as llama
 import numpy as np
 
 from corral.runner.settings import LoadSettings
-from corral.runner.slots import Slot
+from corral.runner.slots import Slot, batch_add, common_prefix
 
 __all__ = [
     "DRAFT_NUM_PREDICT_DEFAULT",
@@ -195,7 +195,7 @@ class Drafter:
         lasts: list[tuple[int, int, int, bool]] = []
         for job in jobs:
             cached = self._cached[job.seq_id]
-            keep = min(_common_prefix(cached, job.tokens), len(job.tokens) - 1)
+            keep = min(common_prefix(cached, job.tokens), len(job.tokens) - 1)
             if not llama.llama_memory_seq_rm(self._memory, job.seq_id, keep, -1):
                 llama.llama_memory_seq_rm(self._memory, job.seq_id, 0, -1)
                 keep = 0
@@ -251,7 +251,7 @@ class Drafter:
     def _decode(self, items: list[tuple[int, int, int, bool]]) -> bool:
         batch = self._batch
         for index, (seq_id, position, token, logits) in enumerate(items):
-            _batch_add(batch, index, token, position, seq_id, logits)
+            batch_add(batch, index, token, position, seq_id, logits)
         batch.n_tokens = len(items)
         with self._cpu_turn:
             status = llama.llama_decode(self._ctx, batch)
@@ -287,7 +287,7 @@ def add_drafts(batch: Any, index: int, slot: Slot, guesses: list[int]) -> int:
     """Put ``guesses`` in the target batch after the slot's pending token (which is at
     ``index - 1``, position ``slot.n_past - 1``), each with logits; the next free index."""
     for offset, token in enumerate(guesses):
-        _batch_add(batch, index + offset, token, slot.n_past + offset, slot.seq_id, True)
+        batch_add(batch, index + offset, token, slot.n_past + offset, slot.seq_id, True)
     return index + len(guesses)
 
 
@@ -314,19 +314,3 @@ def verify(slot: Slot, guesses: list[int], memory: Any, sample: Callable[[Slot],
         sample(slot)
     llama.llama_memory_seq_rm(memory, slot.seq_id, slot.n_past, -1)
     return accepted
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    limit = min(len(a), len(b))
-    index = 0
-    while index < limit and a[index] == b[index]:
-        index += 1
-    return index
-
-
-def _batch_add(batch: Any, index: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
-    batch.token[index] = token
-    batch.pos[index] = pos
-    batch.n_seq_id[index] = 1
-    batch.seq_id[index][0] = seq_id
-    batch.logits[index] = logits

@@ -28,15 +28,8 @@ class StreamError(Exception):
 class StreamResponse:
     """An answer's status and body; ``lines()`` yields the body's NDJSON lines as bytes."""
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        status: int,
-        headers: dict[str, str],
-    ) -> None:
+    def __init__(self, reader: asyncio.StreamReader, status: int, headers: dict[str, str]) -> None:
         self._reader = reader
-        self._writer = writer
         self.status = status
         self._headers = headers
 
@@ -78,10 +71,6 @@ class StreamResponse:
         except (OSError, EOFError, ValueError, asyncio.LimitOverrunError) as exc:
             raise StreamError(str(exc) or type(exc).__name__) from exc
 
-    def close(self) -> None:
-        """Close the connection: a runner still generating for it cancels the task."""
-        self._writer.close()
-
 
 @contextlib.asynccontextmanager
 async def open_stream(
@@ -113,6 +102,6 @@ async def open_stream(
                 headers[name.strip().lower()] = value.strip().lower()
         except (OSError, EOFError, ValueError, asyncio.LimitOverrunError) as exc:
             raise StreamError(str(exc) or type(exc).__name__) from exc
-        yield StreamResponse(reader, writer, status, headers)
+        yield StreamResponse(reader, status, headers)
     finally:
         writer.close()  # the runner sees the client leave and cancels what is left

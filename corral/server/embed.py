@@ -31,6 +31,8 @@ from corral.server.streaming import parse_body, unless_disconnected
 if TYPE_CHECKING:
     import numpy as np  # imported on the first embedding: not on the server's start-up
 
+    from corral.scheduler.entries import ModelSpec
+    from corral.server.models import ResolvedModel
     from corral.server.routes import Api
 
 __all__ = ["EmbedResult", "embed", "embed_texts", "embeddings", "vectors_response"]
@@ -71,14 +73,7 @@ async def embed_texts(
     if dimensions is not None and dimensions <= 0:
         raise BadRequestError("dimensions must be greater than 0")
     model = await asyncio.to_thread(api.models.resolve, model_name)
-    merged = Options.merged(
-        model.params, validate_options(options), num_ctx_default=api.settings.context_length
-    )
-    spec = model.spec()
-    # The longest input: the request's (or the model's) num_ctx where one was set, as the
-    # scheduler clamps it for a load, which also holds on a runner loaded with a larger
-    # context; unset, whatever context the runner was loaded with.
-    limit = api.scheduler.load_settings(spec, merged).num_ctx if merged.is_set("num_ctx") else None
+    spec, merged, limit = batch_load(api, model, options)
     async with api.scheduler.acquire(spec, merged, keep_alive) as ref:
         loaded_at = time.perf_counter()
         if not inputs:
@@ -175,6 +170,21 @@ async def embeddings(request: Request) -> Response:
     )
     vector = result.embeddings[0] if result.embeddings else []
     return vectors_response({"embedding": vector})
+
+
+def batch_load(
+    api: Api, model: ResolvedModel, options: dict[str, Any] | None
+) -> tuple[ModelSpec, Options, int | None]:
+    """What an embed or rerank request loads (the model's spec and merged options), and its
+    longest input: the request's (or the model's) num_ctx where one was set, as the
+    scheduler clamps it for a load, which also holds on a runner loaded with a larger
+    context; unset (None), whatever context the runner was loaded with."""
+    merged = Options.merged(
+        model.params, validate_options(options), num_ctx_default=api.settings.context_length
+    )
+    spec = model.spec()
+    limit = api.scheduler.load_settings(spec, merged).num_ctx if merged.is_set("num_ctx") else None
+    return spec, merged, limit
 
 
 def vectors_response(payload: dict[str, Any]) -> Response:

@@ -26,9 +26,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from corral.api.options import Options, validate_options
 from corral.api.rerank import RerankRequest, RerankResult, document_text
 from corral.errors import BadRequestError
+from corral.server.embed import batch_load
 from corral.server.models import gguf_is_reranker
 from corral.server.openai import openai_errors
 from corral.server.streaming import parse_body, unless_disconnected
@@ -90,11 +90,7 @@ async def rerank_documents(
     model = await asyncio.to_thread(api.models.resolve, model_name)
     if not is_reranker(model):
         raise BadRequestError(f'"{model_name}" does not support rerank')
-    merged = Options.merged(
-        model.params, validate_options(options), num_ctx_default=api.settings.context_length
-    )
-    spec = model.spec()
-    limit = api.scheduler.load_settings(spec, merged).num_ctx if merged.is_set("num_ctx") else None
+    spec, merged, limit = batch_load(api, model, options)
     async with api.scheduler.acquire(spec, merged, keep_alive) as ref:
         loaded_at = time.perf_counter()
         runner = ref.runner
