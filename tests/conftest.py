@@ -119,7 +119,11 @@ def start_server(tmp: Path, **env: str) -> ServerProcess:
 
 
 def stop_server(server: ServerProcess) -> None:
-    process = server.process
+    stop_process(server.process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, 20 s to exit, then SIGKILL."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port, start_server, stop_server
+from tests.conftest import free_port, start_server, stop_process, stop_server
 from tests.rpc.fake_worker import engine_has_rpc
 
 pytestmark = [
@@ -274,13 +274,7 @@ def served(topology: Topology, *, fresh: bool = True, **env: str) -> Iterator[Se
         assert pulled["status"] == 200, pulled
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
 
 
 def _generate(topology: Topology, server: Served, **extra: object) -> dict[str, Any]:
