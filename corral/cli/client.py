@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -18,7 +21,6 @@ import httpx
 import typer
 
 from corral.cli import _output as output
-from corral.cli import background
 from corral.config import Settings
 
 __all__ = ["CliError", "ServerClient", "ServerDown"]
@@ -129,9 +131,19 @@ class ServerClient:
             return False
 
     def start_background_server(self, timeout: float = 60.0) -> Path:
-        """Start ``corral serve`` detached (unless ``corral run`` already did, see
-        ``background``), and wait for it."""
-        log_path = background.started() or background.spawn()
+        """Start ``corral serve`` detached (like the desktop app keeps one), wait for it."""
+        log_dir = Path.home() / ".ollama" / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / "server.log"
+        with log_path.open("ab") as log:
+            subprocess.Popen(
+                [sys.executable, "-m", "corral", "serve"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env=os.environ.copy(),
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.is_up():
