@@ -31,7 +31,8 @@ pydantic-settings) in .venv.
 
 Usage: .venv/bin/python bench/bench_engine.py [--models smollm2:135m gemma3:270m]
        [--repeats 3] [--servers corral llama-server llama-cpp-python]
-       [--mode matched|defaults|openwebui]
+       [--mode matched|defaults|openwebui] [--only single agg4 ...]
+       [--baseline DIR (another corral checkout, measured beside this one as corral-base)]
 """
 
 from __future__ import annotations
@@ -152,6 +153,10 @@ class Server:
 
 #: set by ``--mode``: servers as they start with no options (True), or matched settings
 DEFAULTS = False
+#: set by ``--only``: the measures to take (all when empty)
+ONLY: set[str] = set()
+#: set by ``--baseline``: another checkout of corral, run as the server "corral-base"
+BASELINE = ""
 
 
 class Corral(Server):
@@ -164,6 +169,8 @@ class Corral(Server):
             "OLLAMA_MODELS": self.models,
             "OLLAMA_KEEP_ALIVE": "-1",
         }
+        if self.name == "corral-base":  # the older code, imported ahead of this checkout's
+            env["PYTHONPATH"] = BASELINE
         if not DEFAULTS:
             env |= {
                 "OLLAMA_NUM_PARALLEL": str(self.parallel),
@@ -205,6 +212,12 @@ class Corral(Server):
         async with httpx.AsyncClient(timeout=600) as client:
             data = (await client.post(self.url + "/api/generate", json=body)).json()
         return float(data["prompt_eval_count"] / data["prompt_eval_duration"] * 1e9)
+
+
+class CorralBase(Corral):
+    """corral from the checkout ``--baseline`` names: an A/B of two versions in one run."""
+
+    name = "corral-base"
 
 
 class LlamaServer(Server):
@@ -324,18 +337,27 @@ async def aggregate(server: Server, streams: int) -> float:
     return sum(r.tokens for r in results) / elapsed
 
 
-async def ttft_while_busy(server: Server) -> float:
+async def ttft_while_busy(server: Server, probes: int = 5) -> float:
+    """Median time to first token of ``probes`` new requests, one after another, while 3
+    others stream (where in the others' step a request lands moves one probe by up to a
+    step, so one probe a round is mostly noise)."""
     async with httpx.AsyncClient(timeout=600) as client:
         background = [
-            asyncio.create_task(server.stream(chat(f"{STORY} Part {i}."), 256, client))
+            asyncio.create_task(server.stream(chat(f"{STORY} Part {i}."), 512, client))
             for i in range(3)
         ]
         await asyncio.sleep(1.0)
-        probe = await server.stream(
-            chat(f"What is {random.randint(1, 10**6)} plus one?"), 4, client
-        )
+        times = []
+        for _ in range(probes):
+            probe = await server.stream(
+                chat(f"What is {random.randint(1, 10**6)} plus one?"), 4, client
+            )
+            times.append(probe.ttft)
+            await asyncio.sleep(random.uniform(0.05, 0.15))
+        if any(task.done() for task in background):
+            raise ValueError("a background stream ended before the probes did")
         await asyncio.gather(*background)
-    return probe.ttft
+    return statistics.median(times)
 
 
 async def turn5(server: Server, salt: str) -> float:
@@ -377,6 +399,8 @@ def measure(server_cls: type[Server], gguf: str, model: str) -> dict[str, float]
         "turn5": lambda: asyncio.run(turn5(server, f"s{random.randint(0, 10**6)}")),
     }
     for key, step in steps.items():
+        if ONLY and key not in ONLY:
+            continue
         if server.proc is None or server.proc.poll() is not None:
             server.start()  # a server that crashed under the previous step starts again
         try:
@@ -385,7 +409,7 @@ def measure(server_cls: type[Server], gguf: str, model: str) -> dict[str, float]
             print(f"{server.name} {key} failed: {exc!r}", file=sys.stderr)
             out[key] = float("nan")
     server.stop()
-    if server_cls is not LlamaCppPython:  # it has one slot: 16 streams queue up
+    if server_cls is not LlamaCppPython and (not ONLY or "agg16" in ONLY):  # 1 slot: a queue
         server16 = server_cls(gguf, model, 16)
         server16.start()
         try:
@@ -416,6 +440,8 @@ def measure_defaults(server_cls: type[Server], gguf: str, model: str) -> dict[st
     }
     try:
         for key, step in steps.items():
+            if ONLY and key not in ONLY:
+                continue
             if server.proc is None or server.proc.poll() is not None:
                 server.start()
             try:
@@ -592,6 +618,7 @@ def turn5_without_cache(gguf: str, model: str) -> float:
 
 SERVERS: dict[str, type[Server]] = {
     "corral": Corral,
+    "corral-base": CorralBase,
     "llama-server": LlamaServer,
     "llama-cpp-python": LlamaCppPython,
 }
@@ -649,7 +676,15 @@ def main() -> None:
     parser.add_argument("--servers", nargs="+", default=list(SERVERS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mode", choices=("matched", "defaults", "openwebui"), default="matched")
+    parser.add_argument("--only", nargs="+", default=[], help="measures to take (default all)")
+    parser.add_argument(
+        "--baseline", default="", help="another corral checkout, run as server corral-base"
+    )
     args = parser.parse_args()
+    global ONLY, BASELINE
+    ONLY, BASELINE = set(args.only), str(Path(args.baseline).resolve()) if args.baseline else ""
+    if BASELINE and "corral-base" not in args.servers:
+        args.servers.append("corral-base")
     if args.mode == "openwebui":
         print(json.dumps(openwebui(args.models, args.repeats), indent=2))
         return
@@ -667,7 +702,7 @@ def main() -> None:
                 run = measure_defaults if DEFAULTS else measure
                 runs[name].append(run(SERVERS[name], gguf, model))
                 print(model, name, runs[name][-1], file=sys.stderr, flush=True)
-            if "corral" in args.servers and not DEFAULTS:
+            if "corral" in args.servers and not DEFAULTS and (not ONLY or "turn5" in ONLY):
                 nocache.append(turn5_without_cache(gguf, model))
         medians = {
             name: {k: _median([r[k] for r in results]) for k in results[0]}
@@ -676,6 +711,8 @@ def main() -> None:
         }
         if "corral" in medians and "llama-server" in medians:
             medians["ratio"] = _ratios(medians["corral"], medians["llama-server"])
+        if "corral" in medians and "corral-base" in medians:
+            medians["ratio_to_base"] = _ratios(medians["corral"], medians["corral-base"])
         if nocache:
             medians["corral"]["turn5_nocache"] = statistics.median(nocache)
         report[model] = medians
