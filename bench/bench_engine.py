@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -391,7 +392,7 @@ def measure(server_cls: type[Server], gguf: str, model: str) -> dict[str, float]
         result = asyncio.run(server.stream(chat(STORY), TOKENS))
         return (result.tokens - 1) / (result.last - result.first)
 
-    steps = {
+    steps: dict[str, Callable[[], float]] = {
         "single": single,
         "prompt": lambda: asyncio.run(server.prompt_rate(long_prompt(random.randint(0, 10**6)))),
         "agg4": lambda: asyncio.run(aggregate(server, 4)),
@@ -429,7 +430,7 @@ def measure_defaults(server_cls: type[Server], gguf: str, model: str) -> dict[st
         result = asyncio.run(server.stream(chat(STORY), TOKENS))
         return (result.tokens - 1) / (result.last - result.first)
 
-    steps = {
+    steps: dict[str, Callable[[], float]] = {
         "prompt3500": lambda: asyncio.run(
             server.prompt_rate(long_prompt(random.randint(0, 10**6), 735))
         ),
