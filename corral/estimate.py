@@ -10,7 +10,9 @@ The terms follow what llama.cpp allocates (read off its load log for the bundled
   with AVX2, llama.cpp keeps a second, repacked copy of Q4_0/Q4_K/IQ4_NL tensors.
 - **KV cache**: ``2 (K, V) x layers x kv_heads x head_dim x cells x bytes per element``; the
   runner gives each of its ``num_parallel`` slots ``num_ctx`` cells (rounded up to 256) in a
-  stream of its own; sliding-window layers keep the full size too (llama.cpp's default).
+  stream of its own; a sliding-window layer (an architecture of
+  ``SLIDING_WINDOW_PATTERNS``) keeps ``n_swa + num_batch`` of them (rounded up to 256) at
+  most, as llama.cpp sizes its window cache.
 - **compute graph**: the largest of (a) the attention scores of one ``num_batch`` chunk
   against a full slot, ``4 x batch x cells x (heads + 1)`` (the +1 is the mask; flash
   attention never materialises the scores), and (b) the logits of a whole chunk,
@@ -44,7 +46,7 @@ from dataclasses import dataclass, field, replace
 
 from corral.gguf import GGUFInfo, read_gguf
 from corral.hardware import CpuInfo, GpuInfo, SystemInfo
-from corral.runner.settings import LoadSettings
+from corral.runner.settings import SLIDING_WINDOW_PATTERNS, LoadSettings
 
 __all__ = [
     "RUNNER_OVERHEAD_BYTES",
@@ -65,8 +67,8 @@ RUNNER_OVERHEAD_BYTES = 82 * MiB
 _VOCAB_BYTES_PER_TOKEN = 128
 #: CPU kernels repack these types into an interleaved copy (x86 with AVX2, aarch64)
 _REPACKED_TYPES = frozenset({"Q4_0", "Q4_K", "IQ4_NL"})
-#: the sliding-window layer pattern llama.cpp assumes when the GGUF does not say
-_SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "cohere2": 4, "gemma3n": 5}
+#: the sliding window llama.cpp assumes when the GGUF does not say
+_DEFAULT_N_SWA = {"gemma2": 4096}
 _KV_PAD = 256
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 
@@ -88,6 +90,8 @@ class ModelLayout:
     n_ff: int
     n_vocab: int
     tied_output: bool
+    sliding: tuple[bool, ...] = ()  # per layer: attends to the last n_swa positions only
+    n_swa: int = 0
 
     @property
     def weights_bytes(self) -> int:
@@ -183,6 +187,7 @@ def layout_of(info: GGUFInfo) -> ModelLayout:
     head_k = _int(info.arch_value("attention.key_length", 0)) or (n_embd // n_head if n_head else 0)
     head_v = _int(info.arch_value("attention.value_length", 0)) or head_k
     kv_cells = tuple(kv * (head_k + head_v) for kv in kv_heads)
+    n_swa, sliding = _sliding_layers(info, blocks)
     return ModelLayout(
         architecture=info.architecture,
         block_count=blocks,
@@ -192,12 +197,30 @@ def layout_of(info: GGUFInfo) -> ModelLayout:
         other_bytes=other,
         repacked_bytes=repacked,
         kv_elements_per_cell=kv_cells,
+        sliding=sliding,
+        n_swa=n_swa,
         n_embd=n_embd,
         n_head=n_head,
         n_ff=_int(info.arch_value("feed_forward_length", 0)),
         n_vocab=_vocab_size(info),
         tied_output=not has_output,
     )
+
+
+def _sliding_layers(info: GGUFInfo, blocks: int) -> tuple[int, tuple[bool, ...]]:
+    """The window and which layers slide, as llama.cpp reads them (none for an architecture
+    outside ``SLIDING_WINDOW_PATTERNS``: every layer then counts at full size)."""
+    pattern = SLIDING_WINDOW_PATTERNS.get(info.architecture)
+    n_swa = _int(info.arch_value("attention.sliding_window", 0))
+    n_swa = n_swa or _DEFAULT_N_SWA.get(info.architecture, 0)
+    if pattern is None or n_swa <= 0:
+        return 0, (False,) * blocks
+    given = info.arch_value("attention.sliding_window_pattern")
+    if isinstance(given, list) and len(given) == blocks:
+        return n_swa, tuple(bool(v) for v in given)
+    if isinstance(given, int) and not isinstance(given, bool):
+        pattern = given
+    return n_swa, tuple(pattern == 0 or i % pattern < pattern - 1 for i in range(blocks))
 
 
 def _vocab_size(info: GGUFInfo) -> int:
@@ -228,8 +251,14 @@ def _kv_layer_bytes(layout: ModelLayout, settings: LoadSettings) -> list[int]:
     if settings.embedding and not layout.kv_elements_per_cell:
         return []
     per_element = _KV_BYTES.get(settings.kv_cache_type, 2.0)
-    cells = _cells(settings) * max(settings.num_parallel, 1)
-    return [int(elements * cells * per_element) for elements in layout.kv_elements_per_cell]
+    slots = max(settings.num_parallel, 1)
+    full = _cells(settings)
+    window = min(full, math.ceil((layout.n_swa + settings.batch_size) / _KV_PAD) * _KV_PAD)
+    sliding = layout.sliding or (False,) * len(layout.kv_elements_per_cell)
+    return [
+        int(elements * (window if slides else full) * slots * per_element)
+        for elements, slides in zip(layout.kv_elements_per_cell, sliding, strict=False)
+    ]
 
 
 def _attention_graph(layout: ModelLayout, settings: LoadSettings, *, on_cpu: bool) -> int:

@@ -49,7 +49,7 @@ from corral.runner import rpc
 from corral.runner.events import CompletionEvent, TokenLogprob
 from corral.runner.logprobs import token_logprobs
 from corral.runner.sampling import GRAMMARS, make_sampler
-from corral.runner.settings import LoadSettings
+from corral.runner.settings import SLIDING_WINDOW_PATTERNS, LoadSettings
 from corral.runner.slots import (
     Slot,
     Task,
@@ -57,6 +57,7 @@ from corral.runner.slots import (
     check_prompt_length,
     common_prefix,
     fit_prompt,
+    keep_prefix,
     pick_slot,
     prefix_donor,
     take_logprobs,
@@ -111,6 +112,8 @@ class Engine:
         self._slots: list[Slot] = []
         self._waiting: list[Task] = []
         self._can_shift = False
+        self._n_swa = 0  # the sliding window of the model's windowed layers (0: none)
+        self._swa_shift = False  # a window-sized cache that _shift may still shift
         self._cpu_turn: contextlib.AbstractContextManager[object] = (
             _FileTurn(settings.cpu_lock_path)
             if settings.cpu_lock_path
@@ -177,6 +180,10 @@ class Engine:
         # over other slots' masked cells changes the float sums): the same seed and prompt
         # must give the same answer whatever else is running.
         ctx_params.kv_unified = False
+        # Sliding-window layers keep a window-sized cache (n_swa + a batch, per slot), as
+        # llama-server does, not a full-context one: Gemma 3 270M at 4096 context holds 3x
+        # less KV, and a long prompt's window layers attend to 512 positions, not all.
+        ctx_params.swa_full = False
         ctx_params.no_perf = True
         ctx_params.embeddings = cfg.embedding
         ctx = llama.llama_init_from_model(model, ctx_params)
@@ -187,6 +194,13 @@ class Engine:
         self.apply_adapters(ctx)
         self._memory = llama.llama_get_memory(ctx)
         self._can_shift = bool(llama.llama_memory_can_shift(self._memory))
+        self._n_swa = int(llama.llama_model_n_swa(model))
+        self._swa_shift = (
+            not self._can_shift
+            and self._n_swa > 0
+            and _architecture(model) in SLIDING_WINDOW_PATTERNS
+            and llama.llama_model_rope_type(model) in _ONE_POSITION_ROPES
+        )
         self._batch = llama.llama_batch_init(cfg.batch_size, 0, 1)
         self._slots = [Slot(seq_id=i) for i in range(cfg.num_parallel)]
         if cfg.projector and not cfg.embedding:
@@ -443,9 +457,7 @@ class Engine:
             reuse = len(prompt) - 1  # the last prompt token must be evaluated for its logits
         if task.images is not None:
             reuse = image_run_start(task.images, reuse)
-        if not llama.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1):
-            llama.llama_memory_seq_rm(self._memory, slot.seq_id, 0, -1)
-            reuse = 0
+        reuse = keep_prefix(self._memory, slot.seq_id, reuse, self._n_swa)
         slot.assign(
             task,
             prompt,
@@ -630,13 +642,19 @@ class Engine:
     def _shift(self, slot: Slot) -> bool:
         """Make room in a full slot: drop half of what follows ``num_keep``."""
         assert slot.task is not None
-        if not self._can_shift or not slot.task.shift:  # shift false: stop at a full context
-            return False
+        if not (self._can_shift or self._swa_shift) or not slot.task.shift:
+            return False  # shift false: stop at a full context
         if int(slot.task.options.get("num_predict", -1)) == -2:
             return False
         keep = min(slot.num_keep, slot.n_past)
         discard = (slot.n_past - keep) // 2
         if discard <= 0:
+            return False
+        # llama.cpp will not shift a window-sized cache (its size differs from the full
+        # one's), but each of its two caches shifts; what the window cache lost is exactly
+        # what the next token no longer sees, unless the window would reach back into the
+        # kept start: then stop as llama.cpp would.
+        if not self._can_shift and slot.n_past - discard - self._n_swa < keep:
             return False
         llama.llama_memory_seq_rm(self._memory, slot.seq_id, keep, keep + discard)
         llama.llama_memory_seq_add(self._memory, slot.seq_id, keep + discard, slot.n_past, -discard)
@@ -685,6 +703,18 @@ class Engine:
                 llama.llama_memory_seq_rm(self._memory, slot.seq_id, 0, -1)
                 slot.cached = []
                 slot.release()
+
+
+#: rope types whose positions are one number a token (K-shift works on them)
+_ONE_POSITION_ROPES = frozenset(
+    {llama.LLAMA_ROPE_TYPE_NONE, llama.LLAMA_ROPE_TYPE_NORM, llama.LLAMA_ROPE_TYPE_NEOX}
+)
+
+
+def _architecture(model: Any) -> str:
+    buffer = ctypes.create_string_buffer(64)
+    size = llama.llama_model_meta_val_str(model, b"general.architecture", buffer, len(buffer))
+    return buffer.value.decode("utf-8", "replace") if size > 0 else ""
 
 
 class _FileTurn:

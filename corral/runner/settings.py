@@ -26,6 +26,7 @@ __all__ = [
     "MAX_NUM_CTX",
     "MAX_NUM_THREAD",
     "MIN_NUM_CTX",
+    "SLIDING_WINDOW_PATTERNS",
     "LoadSettings",
     "add_arguments",
     "from_namespace",
@@ -39,6 +40,13 @@ MAX_NUM_CTX = 1 << 20
 MAX_NUM_THREAD = 512
 
 _FLASH_ATTN = {None: "auto", True: "on", False: "off"}
+
+#: Architectures whose sliding-window layers see the last ``n_swa`` positions (llama.cpp's
+#: "standard" window), with the layer pattern llama.cpp assumes when the GGUF does not give
+#: one: of every ``n`` layers the first ``n - 1`` slide, the last attends to everything.
+#: The runner keeps such layers in a window-sized cache (as llama-server), the estimate
+#: sizes it, and a context shift stays exact (see ``Engine._shift``).
+SLIDING_WINDOW_PATTERNS = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4}
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import llama_cpp as llama
+
 from corral.runner.events import TokenLogprob
 from corral.runner.sampling import Sampler
 from corral.runner.text import StopMatcher, Utf8Assembler
@@ -226,6 +228,21 @@ def prefix_donor(slots: list[Slot], target: Slot, tokens: list[int]) -> Slot | N
         if length > longest:
             donor, longest = slot, length
     return donor
+
+
+def keep_prefix(memory: Any, seq_id: int, keep: int, n_swa: int) -> int:
+    """Remove a sequence's cells from position ``keep`` on; how many leading cells are still
+    usable: ``keep``, or 0 (the sequence cleared) when llama.cpp cannot cut there or when a
+    sliding-window cache (``n_swa`` > 0, window-sized, its oldest cells overwritten as the
+    window moves) no longer holds the window the next token at ``keep`` looks back on."""
+    if keep > 0 and llama.llama_memory_seq_rm(memory, seq_id, keep, -1):
+        if n_swa <= 0:
+            return keep
+        oldest = llama.llama_memory_seq_pos_min(memory, seq_id)
+        if 0 <= oldest <= max(0, keep - n_swa):
+            return keep
+    llama.llama_memory_seq_rm(memory, seq_id, 0, -1)
+    return 0
 
 
 def batch_add(batch: Any, index: int, token: int, pos: int, seq_id: int, logits: bool) -> None:

@@ -51,7 +51,7 @@ import llama_cpp as llama
 import numpy as np
 
 from corral.runner.settings import LoadSettings
-from corral.runner.slots import Slot, batch_add, common_prefix
+from corral.runner.slots import Slot, batch_add, common_prefix, keep_prefix
 
 __all__ = [
     "DRAFT_NUM_PREDICT_DEFAULT",
@@ -104,6 +104,7 @@ class Drafter:
         self._ctx: Any = None
         self._memory: Any = None
         self._batch: Any = None
+        self._n_swa = 0  # the draft's sliding window (its cache is window-sized)
         self._capacity = settings.batch_size
         #: the tokens in the draft's cache, per sequence (slot)
         self._cached: list[list[int]] = [[] for _ in range(max(settings.num_parallel, 1))]
@@ -143,6 +144,7 @@ class Drafter:
             raise DraftLoadError("failed to create the draft model's context (out of memory?)")
         self._ctx = ctx
         self._memory = llama.llama_get_memory(ctx)
+        self._n_swa = int(llama.llama_model_n_swa(model))
         self._batch = llama.llama_batch_init(self._capacity, 0, 1)
 
     def close(self) -> None:
@@ -196,9 +198,7 @@ class Drafter:
         for job in jobs:
             cached = self._cached[job.seq_id]
             keep = min(common_prefix(cached, job.tokens), len(job.tokens) - 1)
-            if not llama.llama_memory_seq_rm(self._memory, job.seq_id, keep, -1):
-                llama.llama_memory_seq_rm(self._memory, job.seq_id, 0, -1)
-                keep = 0
+            keep = keep_prefix(self._memory, job.seq_id, keep, self._n_swa)
             del cached[keep:]
             for position in range(keep, len(job.tokens) - 1):
                 body.append((job.seq_id, position, job.tokens[position], False))

@@ -20,6 +20,21 @@ MODEL = (
 )
 
 
+def gemma_file(folder: Path) -> Path:
+    """gemma3:270m's GGUF, joined from its bundled parts into ``folder``."""
+    from corral.catalog import BUNDLED
+
+    try:
+        parts = BUNDLED[1].paths()
+    except Exception:
+        pytest.skip("gemma3:270m's packages are not installed")
+    path = folder / "gemma3.gguf"
+    with path.open("wb") as out:
+        for part in parts:
+            out.write(part.read_bytes())
+    return path
+
+
 def chat(text: str) -> str:
     return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
 

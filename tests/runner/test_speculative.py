@@ -19,11 +19,10 @@ from typing import Any
 import pytest
 
 import corral.runner.speculative as speculative
-from corral.catalog import BUNDLED
 from corral.runner.engine import Engine, LoadError, Task
 from corral.runner.settings import LoadSettings
 from corral.runner.slots import Slot
-from tests.runner.engine_harness import MODEL, chat
+from tests.runner.engine_harness import MODEL, chat, gemma_file
 from tests.runner.tiny_draft import write_random_draft
 
 PROMPTS = (
@@ -31,19 +30,6 @@ PROMPTS = (
     "List five fruits, one per line.",
     "Explain in two sentences why the sky is blue.",
 )
-
-
-def _gemma_file(folder: Path) -> Path:
-    """gemma3:270m's GGUF, joined from its bundled parts."""
-    try:
-        parts = BUNDLED[1].paths()
-    except Exception:
-        pytest.skip("gemma3:270m's packages are not installed")
-    path = folder / "gemma3.gguf"
-    with path.open("wb") as out:
-        for part in parts:
-            out.write(part.read_bytes())
-    return path
 
 
 @contextlib.contextmanager
@@ -126,7 +112,7 @@ def test_smollm2_drafting_for_itself_accepts_its_guesses(smollm2: Path) -> None:
 
 @pytest.mark.model
 def test_gemma3_drafting_for_itself_accepts_its_guesses(tmp_path: Path) -> None:
-    gemma = _gemma_file(tmp_path)
+    gemma = gemma_file(tmp_path)
     options = {"temperature": 0, "num_predict": 40}
     with _engine(gemma, None, parallel=2) as plain:
         want = _run(plain, PROMPTS[:2], **options)
