@@ -712,6 +712,14 @@ def main() -> None:
         }
         if "corral" in medians and "llama-server" in medians:
             medians["ratio"] = _ratios(medians["corral"], medians["llama-server"])
+            # the same ratio within each round (the servers ran minutes apart at most),
+            # then its median: the VM's drift between rounds cancels out
+            rounds = zip(runs["corral"], runs["llama-server"], strict=True)
+            paired = [_ratios(ours, peer) for ours, peer in rounds]
+            keys = {k for p in paired for k in p}
+            medians["paired_ratio"] = {
+                k: _median([p.get(k, float("nan")) for p in paired]) for k in sorted(keys)
+            }
         if "corral" in medians and "corral-base" in medians:
             medians["ratio_to_base"] = _ratios(medians["corral"], medians["corral-base"])
         if nocache:

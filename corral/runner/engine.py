@@ -174,11 +174,12 @@ class Engine:
         kv_type = _KV_TYPES.get(cfg.kv_cache_type, llama.GGML_TYPE_F16)
         ctx_params.type_k = kv_type
         ctx_params.type_v = kv_type
-        # A KV buffer per slot. A unified buffer batches attention across slots (4 streams:
-        # 152 vs 110 tok/s aggregate on 2 cores, SmolLM2-135M) but loses at many slots (16:
-        # 145 vs 177), and, worse, makes a slot's output depend on its neighbours (attention
-        # over other slots' masked cells changes the float sums): the same seed and prompt
-        # must give the same answer whatever else is running.
+        # A KV buffer per slot. A unified buffer made 4 streams faster without flash
+        # attention (152 vs 110 tok/s aggregate on 2 cores, SmolLM2-135M), not with it (a
+        # 4-token step 21-24 ms either way; the weights' dot products are 58% of it), loses
+        # at many slots (16: 145 vs 177), and makes a slot's output depend on its neighbours
+        # (attention over other slots' masked cells changes the float sums): the same seed
+        # and prompt must give the same answer whatever else is running.
         ctx_params.kv_unified = False
         # Sliding-window layers keep a window-sized cache (n_swa + a batch, per slot), as
         # llama-server does, not a full-context one: Gemma 3 270M at 4096 context holds 3x
