@@ -236,12 +236,18 @@ def test_equals_llama_mtmd_cli(
 ) -> None:
     model, projector, pictures = pair
     for picture in pictures:
-        printed = _cli_answer(mtmd_cli, model, projector, picture)
-        if not printed:  # seen once in CI: the tool printed no answer at all; ask it again
-            printed = _cli_answer(mtmd_cli, model, projector, picture)
         tokens = _corral(server, picture)
         assert len(tokens) == PREDICT
         answer = _text(model, tokens)
+        # The tool prints its answer through llama.cpp's asynchronous logger, and some runs
+        # of one build end before it has written everything (nothing, or the first bytes:
+        # 4 of 8 runs of the same command in one CI build, none in another): a short answer
+        # is asked for again; a different one is not.
+        printed = _cli_answer(mtmd_cli, model, projector, picture)
+        for _ in range(5):
+            if len(printed) > len(answer):
+                break
+            printed = _cli_answer(mtmd_cli, model, projector, picture)
         # corral's 12 greedy tokens are the start of the CLI's 20
         assert printed[: len(answer)] == answer, picture.name
         assert len(printed) > len(answer)
