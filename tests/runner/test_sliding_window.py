@@ -4,17 +4,14 @@ what the next token looks back on, and a full context still shifts."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from corral.runner.engine import Engine, Task
-from corral.runner.settings import LoadSettings
-from tests.runner.engine_harness import Result, gemma_file
+from tests.runner.engine_harness import Result, gemma_file, started_engine
 
 pytestmark = pytest.mark.model
 
@@ -26,18 +23,6 @@ def _turn(text: str, answer: str = "") -> str:
 @pytest.fixture(scope="module")
 def gemma(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return gemma_file(tmp_path_factory.mktemp("gemma"))
-
-
-@contextlib.contextmanager
-def _engine(path: Path, **config: Any) -> Iterator[Engine]:
-    engine = Engine(LoadSettings(model_path=str(path), **config))
-    engine.load()
-    engine.start()
-    try:
-        yield engine
-    finally:
-        engine.stop()
-        engine.close()
 
 
 def _run(engine: Engine, tokens: list[int], **options: Any) -> Result:
@@ -53,7 +38,7 @@ def _long_prompt(engine: Engine, words: int) -> list[int]:
 
 
 def test_the_runner_keeps_a_window_sized_cache_and_may_shift_it(gemma: Path) -> None:
-    with _engine(gemma, num_ctx=4096) as engine:
+    with started_engine(gemma, num_ctx=4096) as engine:
         assert engine._n_swa == 512
         assert engine._swa_shift  # llama.cpp itself refuses: the two caches differ in size
 
@@ -61,7 +46,7 @@ def test_the_runner_keeps_a_window_sized_cache_and_may_shift_it(gemma: Path) -> 
 def test_a_long_prompt_asked_again_comes_from_the_cache_with_the_same_answer(
     gemma: Path,
 ) -> None:
-    with _engine(gemma, num_ctx=4096) as engine:
+    with started_engine(gemma, num_ctx=4096) as engine:
         prompt = _long_prompt(engine, 300)
         assert len(prompt) > 1500  # longer than the window cache (512 + 512 cells)
         first = _run(engine, prompt, num_predict=8)
@@ -74,7 +59,7 @@ def test_a_long_prompt_asked_again_comes_from_the_cache_with_the_same_answer(
 def test_a_short_shared_start_is_read_again_when_the_window_cache_has_moved_on(
     gemma: Path,
 ) -> None:
-    with _engine(gemma, num_ctx=4096) as engine:
+    with started_engine(gemma, num_ctx=4096) as engine:
         long = _long_prompt(engine, 300)
         start = long[:300]  # the window cache no longer holds what position 300 looks back on
         question = " What colour is item 1? One word.<end_of_turn>\n<start_of_turn>model\n"
@@ -87,7 +72,7 @@ def test_a_short_shared_start_is_read_again_when_the_window_cache_has_moved_on(
 
 
 def test_a_full_context_shifts_and_the_answer_goes_on(gemma: Path) -> None:
-    with _engine(gemma, num_ctx=1152) as engine:
+    with started_engine(gemma, num_ctx=1152) as engine:
         tokens = engine.tokenize(
             _turn("Count from 1 to 3000, separated by commas.", "1, 2, 3, 4, 5,")
         )
@@ -102,7 +87,7 @@ def test_a_full_context_shifts_and_the_answer_goes_on(gemma: Path) -> None:
 def test_a_window_too_short_for_a_shift_ends_the_answer_at_the_context(gemma: Path) -> None:
     # 1000 cells (1024 with padding) and a window cache of 512 + 64 (768): after dropping
     # half, the window would reach back into the kept start
-    with _engine(gemma, num_ctx=1000, num_batch=64) as engine:
+    with started_engine(gemma, num_ctx=1000, num_batch=64) as engine:
         assert not engine._can_shift
         tokens = engine.tokenize(_turn("Count from 1 to 3000, separated by commas.", "1, 2,"))
         result = _run(engine, tokens, num_predict=1100)
@@ -112,7 +97,7 @@ def test_a_window_too_short_for_a_shift_ends_the_answer_at_the_context(gemma: Pa
 
 
 def test_concurrent_slots_share_nothing_through_the_window_cache(gemma: Path) -> None:
-    with _engine(gemma, num_ctx=2048, num_parallel=2) as engine:
+    with started_engine(gemma, num_ctx=2048, num_parallel=2) as engine:
         prompt = _long_prompt(engine, 200)
         alone = _run(engine, prompt, num_predict=8)
         results: list[Result] = []
