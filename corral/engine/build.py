@@ -246,6 +246,24 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
+NETWORK_ATTEMPTS = 3
+# What pip prints when a download, not the compiler, failed: worth another try.
+NETWORK_ERRORS = (
+    "incomplete-download",
+    "Connection broken",
+    "ConnectionError",
+    "NewConnectionError",
+    "ReadTimeoutError",
+    "Could not fetch URL",
+    "Connection interrupted",
+)
+
+
+def network_failure(log: str) -> bool:
+    """Whether a failed pip run's output shows a network failure (not a compile error)."""
+    return any(marker in log for marker in NETWORK_ERRORS)
+
+
 def build_wheel(plan: BuildPlan, *, python: str, compiler: str) -> Path:
     """The wheel for ``plan``: from corral's cache, or compiled now and cached."""
     key = plan.key(compiler)
@@ -275,17 +293,32 @@ def build_wheel(plan: BuildPlan, *, python: str, compiler: str) -> Path:
             tmp,
             f"llama-cpp-python=={LLAMA_CPP_PYTHON}",
         ]
-        with open(f"{folder}.log", "w") as log:
-            env = plan.env(dict(os.environ))
-            log.write(f"$ {shlex.join(argv)}\nCMAKE_ARGS={env['CMAKE_ARGS']}\n")
-            log.write(f"CFLAGS={env['CFLAGS']}\nCXXFLAGS={env['CXXFLAGS']}\n")
-            log.flush()
-            done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        env = plan.env(dict(os.environ))
+        for attempt in range(1, NETWORK_ATTEMPTS + 1):
+            with open(f"{folder}.log", "w") as log:
+                log.write(f"$ {shlex.join(argv)}\nCMAKE_ARGS={env['CMAKE_ARGS']}\n")
+                log.write(f"CFLAGS={env['CFLAGS']}\nCXXFLAGS={env['CXXFLAGS']}\n")
+                log.flush()
+                done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+            if done.returncode == 0 or attempt == NETWORK_ATTEMPTS:
+                break
+            if not network_failure(Path(f"{folder}.log").read_text(errors="replace")):
+                break
+            _say(
+                "downloading the sources failed (network); trying again"
+                f" ({attempt + 1} of {NETWORK_ATTEMPTS})"
+            )
+            time.sleep(10 * attempt)
         if done.returncode != 0:
-            tail = Path(f"{folder}.log").read_text(errors="replace").splitlines()[-15:]
+            text = Path(f"{folder}.log").read_text(errors="replace")
+            what = (
+                f"downloading llama-cpp-python failed {NETWORK_ATTEMPTS} times (network)"
+                if network_failure(text)
+                else "compiling llama.cpp failed"
+            )
             raise SystemExit(
-                "engine: compiling llama.cpp failed; the last lines of its log"
-                f" ({folder}.log):\n" + "\n".join(tail)
+                f"engine: {what}; the last lines of its log ({folder}.log):\n"
+                + "\n".join(text.splitlines()[-15:])
             )
         built = sorted(Path(tmp).glob("llama_cpp_python-*.whl"))
         if not built:

@@ -221,3 +221,65 @@ def test_a_tier_that_crashed_here_is_skipped_on_the_next_install(
     assert build.main(["install", "--rebuild"]) == 0  # tries native again, marker gone
     assert [plan.tier for plan in installed] == ["avx2", "native"]
     assert build.crashed_here(native, compiler) is None
+
+
+def _fake_pip(tmp_path: Path, outcomes: list[str]) -> Path:
+    """An interpreter stand-in whose ``-m pip wheel ... -w DIR`` plays ``outcomes`` in order:
+    "network" (pip's dropped-download error), "compile" (a compiler error) or "ok" (a wheel)."""
+    (tmp_path / "outcomes").write_text("\n".join(outcomes))
+    script = tmp_path / "python"
+    script.write_text(
+        f"""#!{sys.executable}
+import pathlib, sys
+state = pathlib.Path({str(tmp_path)!r}) / "outcomes"
+runs = state.read_text().split()
+state.write_text("\\n".join(runs[1:]))
+if runs[0] == "network":
+    print("WARNING: Connection interrupted while downloading.")
+    print("error: incomplete-download")
+    sys.exit(1)
+if runs[0] == "compile":
+    print("ggml.c:1: error: unknown type name 'bogus'")
+    sys.exit(1)
+folder = pathlib.Path(sys.argv[sys.argv.index("-w") + 1])
+(folder / "llama_cpp_python-0-cp311-cp311-linux_x86_64.whl").write_bytes(b"wheel")
+"""
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_a_dropped_download_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CORRAL_ENGINE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("corral.engine.build.time.sleep", lambda seconds: None)
+    python = _fake_pip(tmp_path, ["network", "network", "ok"])
+    wheel = build.build_wheel(plan_for("baseline", flags=FLAGS), python=str(python), compiler="cc")
+    assert wheel.read_bytes() == b"wheel"
+    err = capsys.readouterr().err
+    assert "trying again (2 of 3)" in err and "trying again (3 of 3)" in err
+
+
+def test_a_compile_error_is_not_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CORRAL_ENGINE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("corral.engine.build.time.sleep", lambda seconds: None)
+    python = _fake_pip(tmp_path, ["compile", "ok"])
+    with pytest.raises(
+        SystemExit, match=r"(?s)compiling llama.cpp failed.*unknown type name 'bogus'"
+    ):
+        build.build_wheel(plan_for("baseline", flags=FLAGS), python=str(python), compiler="cc")
+    assert (tmp_path / "outcomes").read_text() == "ok"  # one run only
+
+
+def test_downloads_that_keep_failing_end_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CORRAL_ENGINE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("corral.engine.build.time.sleep", lambda seconds: None)
+    python = _fake_pip(tmp_path, ["network"] * 3 + ["ok"])
+    with pytest.raises(SystemExit, match=r"(?s)failed 3 times \(network\).*incomplete-download"):
+        build.build_wheel(plan_for("baseline", flags=FLAGS), python=str(python), compiler="cc")
+    assert (tmp_path / "outcomes").read_text() == "ok"
