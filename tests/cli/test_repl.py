@@ -4,7 +4,10 @@ real command, a real server with smollm2:135m. Every step waits for what the ses
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,8 +47,11 @@ class Session:
             "TERM": "xterm-256color",
             # nothing answers prompt_toolkit's cursor-position queries on a bare pty
             "PROMPT_TOOLKIT_NO_CPR": "1",
+            # SIGABRT makes the session print every thread's stack (see _stuck)
+            "PYTHONFAULTHANDLER": "1",
             **env,
         }
+        self.server = server
         self.child = pexpect.spawn(
             sys.executable,
             ["-m", "corral", "run", MODEL],
@@ -59,8 +65,30 @@ class Session:
 
     def expect(self, pattern: str, timeout: float = 90) -> str:
         """Wait for ``pattern`` (a regex); return the plain text seen before it."""
-        self.child.expect(pattern, timeout=timeout)
+        try:
+            self.child.expect(pattern, timeout=timeout)
+        except pexpect.TIMEOUT:
+            raise AssertionError(self._stuck(pattern, timeout)) from None
         return plain(self.child.before)
+
+    def _stuck(self, pattern: str, timeout: float) -> str:
+        """What a failed wait shows: the screen's last text, where the session's threads
+        were (faulthandler's dump on SIGABRT), and what the server had loaded."""
+        seen = str(self.child.before)
+        if self.child.isalive():
+            os.kill(self.child.pid, signal.SIGABRT)
+            with contextlib.suppress(pexpect.TIMEOUT, pexpect.EOF):
+                self.child.expect(pexpect.EOF, timeout=5)
+            seen += str(self.child.before)
+        try:
+            loaded = httpx.get(f"{self.server.url}/api/ps", timeout=5).text
+        except httpx.HTTPError as exc:
+            loaded = f"/api/ps failed: {exc!r}"
+        return (
+            f"no {pattern!r} within {timeout} s; the session printed (last 4000 characters):\n"
+            f"{plain(seen)[-4000:]}\n--- /api/ps: {loaded}\n"
+            f"--- server log:\n{self.server.log_tail(30)}"
+        )
 
     def type(self, line: str) -> None:
         self.child.send(line + "\r")  # Enter, as a terminal in raw mode sends it
