@@ -474,7 +474,8 @@ class Engine:
         batch = self._batch
         capacity = self.settings.batch_size
         n = 0
-        active: list[Slot] = []
+        active: list[Slot] = []  # slots whose logits this step samples
+        rows: list[Slot] = []  # every slot with a token in the batch
         drafts = self._propose_drafts()
         for slot in self._slots:
             task = slot.task
@@ -495,6 +496,7 @@ class Engine:
                 if slot.seq_id in drafts:
                     n = add_drafts(batch, n, slot, drafts[slot.seq_id])
                 active.append(slot)
+                rows.append(slot)
         for slot in self._slots:
             if slot.task is None or slot.pending_token is not None or n >= capacity:
                 continue
@@ -518,11 +520,13 @@ class Engine:
                     slot.batch_index = n
                 n += 1
             slot.prompt_read += len(take)
+            if take:
+                rows.append(slot)
             if take and len(take) == len(remaining):
                 active.append(slot)
         if n == 0:
             return
-        if not self._decode(n):
+        if not self._decode(n, rows):
             return
         for slot in active:
             if slot.seq_id in drafts and self._drafter is not None:
@@ -553,21 +557,22 @@ class Engine:
             slot.batch_index = n
             n += 1
             ready.append(slot)
-        if n == 0 or not self._decode(n):
+        if n == 0 or not self._decode(n, ready):
             return
         for slot in ready:
             self._sample(slot)
 
-    def _decode(self, n: int) -> bool:
-        """``llama_decode`` the first ``n`` rows of the batch in this process's CPU turn;
-        False (and the batch's requests failed) when llama.cpp refuses it."""
+    def _decode(self, n: int, rows: list[Slot]) -> bool:
+        """``llama_decode`` the first ``n`` rows of the batch (the tokens of ``rows``) in
+        this process's CPU turn; False, and those slots' requests failed, when llama.cpp
+        refuses it."""
         self._batch.n_tokens = n
         self.step_started = None  # waiting for the CPU turn is not a stall
         with self._cpu_turn:
             self.step_started = time.monotonic()
             status = llama.llama_decode(self._ctx, self._batch)
         if status != 0:
-            self._fail_batch(status)
+            self._fail_batch(status, rows)
             return False
         return True
 
@@ -695,15 +700,18 @@ class Engine:
         task.emit(cast("dict[str, Any]", final))
         slot.release()
 
-    def _fail_batch(self, status: int) -> None:
+    def _fail_batch(self, status: int, rows: list[Slot]) -> None:
+        """A refused decode fails the requests with tokens in it (their cache is dropped:
+        llama.cpp may have kept part of the batch); the other slots go on."""
         message = f"llama_decode failed with status {status}"
         logger.error(message)
-        for slot in self._slots:
-            if slot.task is not None and slot.batch_index >= 0:
+        for slot in rows:
+            if slot.task is not None:
                 slot.task.emit({"error": message})
-                llama.llama_memory_seq_rm(self._memory, slot.seq_id, 0, -1)
-                slot.cached = []
-                slot.release()
+            llama.llama_memory_seq_rm(self._memory, slot.seq_id, 0, -1)
+            slot.cached = []
+            slot.n_past = 0
+            slot.release()
 
 
 #: rope types whose positions are one number a token (K-shift works on them)
