@@ -90,7 +90,7 @@ class ModelLayout:
     n_ff: int
     n_vocab: int
     tied_output: bool
-    sliding: tuple[bool, ...] = ()  # per layer: attends to the last n_swa positions only
+    sliding: tuple[bool, ...] = ()  # per layer, slides over the last n_swa positions (empty: none)
     n_swa: int = 0
 
     @property
@@ -257,7 +257,7 @@ def _kv_layer_bytes(layout: ModelLayout, settings: LoadSettings) -> list[int]:
     sliding = layout.sliding or (False,) * len(layout.kv_elements_per_cell)
     return [
         int(elements * (window if slides else full) * slots * per_element)
-        for elements, slides in zip(layout.kv_elements_per_cell, sliding, strict=False)
+        for elements, slides in zip(layout.kv_elements_per_cell, sliding, strict=True)
     ]
 
 
