@@ -152,8 +152,9 @@ def main() -> None:
     )
     parallel = _runner_parallel(runner_pid)
     runner, runner_url = start_runner(model_path, ctx, parallel)
-    raw_prompt = _render(url, args.model)
-    runner_body = {"prompt": raw_prompt, "options": OPTIONS}
+    raw_prompt, stops = _render(url, args.model)
+    # what the server sends its runner: the model's system prompt and stop strings too
+    runner_body = {"prompt": raw_prompt, "options": {**OPTIONS, "stop": stops}}
     stream_times(runner_url + "/completion", runner_body, "content")
 
     warm_ttft, server_rate, runner_rate, runner_ttft = [], [], [], []
@@ -178,6 +179,10 @@ def main() -> None:
         "decode_tok_s_server": round(med(server_rate), 1),
         "decode_tok_s_runner_alone": round(med(runner_rate), 1),
         "decode_ratio_server_vs_runner": round(med(server_rate) / med(runner_rate), 3),
+        # the ratio within each round (the two run back to back), then its median
+        "decode_paired_ratio": round(
+            med([a / b for a, b in zip(server_rate, runner_rate, strict=True)]), 3
+        ),
         "server_rss_mb": round(server_rss, 1),
         "runner_rss_mb": round(model_rss, 1),
         "runner_ctx_per_slot": ctx,
@@ -198,15 +203,24 @@ def _runner_parallel(pid: int) -> int:
     return int(argv[argv.index(b"--parallel") + 1])
 
 
-def _render(url: str, model: str) -> str:
-    """The exact prompt the server sends the runner for PROMPT (raw mode reproduces it)."""
-    template = httpx.post(url + "/api/show", json={"model": model}).json()["template"]
+def _render(url: str, model: str) -> tuple[str, list[str]]:
+    """The exact prompt the server sends the runner for PROMPT (the model's system prompt
+    included), and the model's stop strings."""
+    show = httpx.post(url + "/api/show", json={"model": model}).json()
     sys.path.insert(0, str(ROOT))
     from corral.api.types import Message
     from corral.templates.prompt import PromptTemplate
 
-    prompt_template = PromptTemplate.from_sources(template)
-    return prompt_template.render([Message(role="user", content=PROMPT).to_template()])
+    prompt_template = PromptTemplate.from_sources(show["template"])
+    messages = [Message(role="user", content=PROMPT).to_template()]
+    if show.get("system"):
+        messages.insert(0, Message(role="system", content=show["system"]).to_template())
+    stops = [
+        line.split(None, 1)[1].strip().strip('"')
+        for line in show.get("parameters", "").splitlines()
+        if line.split(None, 1)[:1] == ["stop"]
+    ]
+    return prompt_template.render(messages), stops
 
 
 if __name__ == "__main__":
