@@ -7,7 +7,9 @@ for every repeat), medians over repeats, greedy decoding, streaming, timed at th
   per-slot context and slot count, flash attention off and one KV stream per slot;
 - ``--mode defaults``: what a user compares, each server as it starts with no options
   (corral: ``corral serve``; llama-server: ``-m model``: its flash attention ``auto``,
-  unified KV, automatic slots and context), on a 3500-token prompt, one and four streams;
+  unified KV, automatic slots and context), on a 3500-token prompt, one and four streams
+  (greedy), and one stream sampled as each server samples when a request names no sampling
+  option (``single_sampled``: corral the model's published defaults, llama-server its own);
 - ``--mode openwebui``: Open WebUI's first chat replayed (``openwebui_chat.json``: "Say
   hello" with Open WebUI's 36 built-in tool definitions and no system message, as its
   native function calling sends it to ``/api/chat``): corral's time to first token and
@@ -131,6 +133,7 @@ class Server:
         url, body, extract = self.request(prompt, n)
         start = time.perf_counter()
         stamps: list[float] = []
+        counted = 0
         try:
             async with client.stream("POST", url, json=body) as response:
                 response.raise_for_status()
@@ -138,15 +141,23 @@ class Server:
                     text = extract(line)
                     if text:
                         stamps.append(time.perf_counter())
+                    counted = self.generated(line) or counted
         finally:
             if own:
                 await client.aclose()
         if not stamps:
             stamps = [time.perf_counter()]
-        return Stream(stamps[0] - start, len(stamps), stamps[0], stamps[-1])
+        # Tokens, not chunks: a server may send several tokens in one chunk (text held back
+        # while it could still be a stop string, a character split over tokens), so the
+        # count is the server's own where its last event gives one.
+        return Stream(stamps[0] - start, max(counted, len(stamps)), stamps[0], stamps[-1])
 
     def request(self, prompt: str, n: int) -> tuple[str, dict[str, Any], Any]:
         raise NotImplementedError
+
+    def generated(self, line: str) -> int:
+        """The number of tokens generated, from a stream's last event (0 elsewhere)."""
+        return 0
 
     async def prompt_rate(self, prompt: str) -> float:
         raise NotImplementedError
@@ -158,6 +169,10 @@ DEFAULTS = False
 ONLY: set[str] = set()
 #: set by ``--baseline``: another checkout of corral, run as the server "corral-base"
 BASELINE = ""
+#: set while a measure samples with each server's own defaults (no temperature sent; a
+#: fixed seed, so that every round draws the same answer)
+SAMPLED = False
+SAMPLED_SEED = 42
 
 
 class Corral(Server):
@@ -196,11 +211,18 @@ class Corral(Server):
             "stream": True,
             "options": {"temperature": 0, "num_predict": n},
         }
+        if SAMPLED:
+            body["options"] = {"seed": SAMPLED_SEED, "num_predict": n}
 
         def extract(line: str) -> str:
             return json.loads(line).get("response", "") if line else ""
 
         return self.url + "/api/generate", body, extract
+
+    def generated(self, line: str) -> int:
+        if not line or '"done":true' not in line.replace(" ", ""):
+            return 0
+        return int(json.loads(line).get("eval_count", 0))
 
     async def prompt_rate(self, prompt: str) -> float:
         body = {
@@ -258,6 +280,9 @@ class LlamaServer(Server):
             "stream": True,
             "cache_prompt": True,
         }
+        if SAMPLED:
+            del body["temperature"]
+            body["seed"] = SAMPLED_SEED
 
         def extract(line: str) -> str:
             if not line.startswith("data: "):
@@ -265,6 +290,12 @@ class LlamaServer(Server):
             return str(json.loads(line[6:]).get("content", ""))
 
         return self.url + "/completion", body, extract
+
+    def generated(self, line: str) -> int:
+        if not line.startswith("data: ") or '"stop":true' not in line.replace(" ", ""):
+            return 0
+        event = json.loads(line[6:])
+        return int(event.get("tokens_predicted") or event.get("timings", {}).get("predicted_n", 0))
 
     async def prompt_rate(self, prompt: str) -> float:
         body = {"prompt": prompt, "n_predict": 1, "temperature": 0, "cache_prompt": False}
@@ -430,12 +461,24 @@ def measure_defaults(server_cls: type[Server], gguf: str, model: str) -> dict[st
         result = asyncio.run(server.stream(chat(STORY), TOKENS))
         return (result.tokens - 1) / (result.last - result.first)
 
+    def single_sampled() -> float:
+        global SAMPLED
+        SAMPLED = True
+        try:
+            result = asyncio.run(server.stream(chat(STORY), TOKENS))
+        finally:
+            SAMPLED = False
+        if result.tokens < 16:
+            raise ValueError(f"the sampled answer ended after {result.tokens} tokens")
+        return (result.tokens - 1) / (result.last - result.first)
+
     steps: dict[str, Callable[[], float]] = {
         "prompt3500": lambda: asyncio.run(
             server.prompt_rate(long_prompt(random.randint(0, 10**6), 735))
         ),
         "prompt3500_ttft": lambda: asyncio.run(prompt_ttft(server, 735)),
         "single": single,
+        "single_sampled": single_sampled,
         "agg4": lambda: asyncio.run(aggregate(server, 4)),
         "ttft_busy": lambda: asyncio.run(ttft_while_busy(server)),
     }
