@@ -209,17 +209,15 @@ def _render(url: str, model: str) -> tuple[str, list[str]]:
     show = httpx.post(url + "/api/show", json={"model": model}).json()
     sys.path.insert(0, str(ROOT))
     from corral.api.types import Message
+    from corral.modelfile.parser import parse_modelfile
     from corral.templates.prompt import PromptTemplate
 
     prompt_template = PromptTemplate.from_sources(show["template"])
     messages = [Message(role="user", content=PROMPT).to_template()]
     if show.get("system"):
         messages.insert(0, Message(role="system", content=show["system"]).to_template())
-    stops = [
-        line.split(None, 1)[1].strip().strip('"')
-        for line in show.get("parameters", "").splitlines()
-        if line.split(None, 1)[:1] == ["stop"]
-    ]
+    parameters = parse_modelfile(show["modelfile"]).of("parameter")
+    stops = [command.value for command in parameters if command.key == "stop"]
     return prompt_template.render(messages), stops
 
 

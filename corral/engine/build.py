@@ -294,15 +294,17 @@ def build_wheel(plan: BuildPlan, *, python: str, compiler: str) -> Path:
             f"llama-cpp-python=={LLAMA_CPP_PYTHON}",
         ]
         env = plan.env(dict(os.environ))
+        text = ""  # the log of a failed run
         for attempt in range(1, NETWORK_ATTEMPTS + 1):
             with open(f"{folder}.log", "w") as log:
                 log.write(f"$ {shlex.join(argv)}\nCMAKE_ARGS={env['CMAKE_ARGS']}\n")
                 log.write(f"CFLAGS={env['CFLAGS']}\nCXXFLAGS={env['CXXFLAGS']}\n")
                 log.flush()
                 done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-            if done.returncode == 0 or attempt == NETWORK_ATTEMPTS:
+            if done.returncode == 0:
                 break
-            if not network_failure(Path(f"{folder}.log").read_text(errors="replace")):
+            text = Path(f"{folder}.log").read_text(errors="replace")
+            if attempt == NETWORK_ATTEMPTS or not network_failure(text):
                 break
             _say(
                 "downloading the sources failed (network); trying again"
@@ -310,7 +312,6 @@ def build_wheel(plan: BuildPlan, *, python: str, compiler: str) -> Path:
             )
             time.sleep(10 * attempt)
         if done.returncode != 0:
-            text = Path(f"{folder}.log").read_text(errors="replace")
             what = (
                 f"downloading llama-cpp-python failed {NETWORK_ATTEMPTS} times (network)"
                 if network_failure(text)
