@@ -5,7 +5,8 @@ with curl, and with an older corral tree when ``--baseline DIR`` names one, e.g.
 ``corral/`` from before a change, so a busy machine slows all sides alike):
 - pull: ``POST /api/pull`` of a model whose weights blob is ``--size-mb`` MB (parallel Range
   parts, written to a partial file, sha256-verified, moved into place) against
-  ``curl -o FILE`` of the same blob from the same registry (one stream, no verification);
+  one ``curl`` fetching what the pull fetches from the same registry (the manifest, then the
+  config and weights blobs, on one connection, each to a file, no verification);
 - push: ``POST /api/push`` of that model to a fresh repository against ``curl`` uploading the
   same blob to a fresh repository in one monolithic ``PUT``;
 - create: ``POST /api/create`` with a Modelfile whose FROM is that GGUF file on disk (the
@@ -41,6 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.registry.tiny import write_tiny_gguf  # noqa: E402
 
+MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+
 REGISTRY_CONFIG = """version: 0.1
 log:
   level: warn
@@ -54,6 +57,12 @@ storage:
 http:
   addr: 127.0.0.1:{port}
 """
+
+
+#: one client for every request the bench makes: ``httpx.stream()`` and friends build a new
+#: client per call, whose TLS context alone costs ~20 ms here before the request starts;
+#: that is the bench's time, not the server's (it was a tenth of a timed pull)
+_CLIENT = httpx.Client(timeout=None)
 
 
 def free_port() -> int:
@@ -78,7 +87,7 @@ def wait_http(url: str, process: subprocess.Popen[bytes], what: str) -> None:
 
 def stream(url: str, body: dict[str, Any]) -> dict[str, Any]:
     last: dict[str, Any] = {}
-    with httpx.stream("POST", url, json=body, timeout=None) as response:
+    with _CLIENT.stream("POST", url, json=body) as response:
         for line in response.iter_lines():
             if line:
                 last = json.loads(line)
@@ -171,13 +180,13 @@ def main() -> None:
             # push: corral vs curl, each to a fresh repository
             def corral_push(i: int) -> None:
                 name = f"{reg}/push{i}/big:1"
-                httpx.post(
+                _CLIENT.post(
                     api + "/api/copy", json={"source": f"{reg}/bench/big:1", "destination": name}
                 )
                 stream(api + "/api/push", {"model": name, "insecure": True})
 
             def curl_push(i: int) -> None:
-                opened = httpx.post(f"http://{reg}/v2/curl{i}/big/blobs/uploads/")
+                opened = _CLIENT.post(f"http://{reg}/v2/curl{i}/big/blobs/uploads/")
                 location = opened.headers["location"]
                 sep = "&" if "?" in location else "?"
                 subprocess.run(
@@ -193,12 +202,26 @@ def main() -> None:
         # pull: corral (parts, verify, install) vs curl of the same blob to a file
         def delete_local(i: int) -> None:
             for name in [f"{reg}/bench/big:1", *(f"derived{j}" for j in range(args.repeats))]:
-                httpx.request("DELETE", api + "/api/delete", json={"model": name})
+                _CLIENT.request("DELETE", api + "/api/delete", json={"model": name})
             for j in range(args.repeats):
-                httpx.request("DELETE", api + "/api/delete", json={"model": f"{reg}/push{j}/big:1"})
+                _CLIENT.request(
+                    "DELETE", api + "/api/delete", json={"model": f"{reg}/push{j}/big:1"}
+                )
 
-        out = tmp / "curl.blob"
         pulled = f"{reg}/push0/big:1"
+        # curl fetches what the pull fetches: the manifest, then every blob it lists (the
+        # config and the weights), one after another on one connection, each to a file
+        manifest_url = f"http://{reg}/v2/push0/big/manifests/1"
+        manifest = _CLIENT.get(manifest_url, headers={"Accept": MANIFEST_TYPE}).json()
+        blobs = [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
+        curl_pull = ["curl", "-sS", "-f", "-L", "-H", f"Accept: {MANIFEST_TYPE}"]
+        curl_pull += ["-o", str(tmp / "curl.manifest"), manifest_url]
+        for j, blob in enumerate(blobs):
+            curl_pull += [
+                "-o",
+                str(tmp / f"curl.blob{j}"),
+                f"http://{reg}/v2/push0/big/blobs/{blob}",
+            ]
         sides: dict[str, list[float]] = {"corral": [], "curl": []}
         if old_api:
             sides["baseline"] = []
@@ -208,18 +231,15 @@ def main() -> None:
             stream(api + "/api/pull", {"model": pulled, "insecure": True})
             sides["corral"].append(time.perf_counter() - start)
             if old_api:
-                httpx.request("DELETE", old_api + "/api/delete", json={"model": pulled})
+                _CLIENT.request("DELETE", old_api + "/api/delete", json={"model": pulled})
                 start = time.perf_counter()
                 stream(old_api + "/api/pull", {"model": pulled, "insecure": True})
                 sides["baseline"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            subprocess.run(
-                ["curl", "-sS", "-f", "-L", "-o", str(out),
-                 f"http://{reg}/v2/push0/big/blobs/{digest}"],
-                check=True,
-            )  # fmt: skip
+            subprocess.run(curl_pull, check=True)
             sides["curl"].append(time.perf_counter() - start)
-            out.unlink()
+            for fetched in tmp.glob("curl.*"):
+                fetched.unlink()
         for side, times in sides.items():
             print(f"pull {side:9} " + " ".join(f"{t:.3f}" for t in times), flush=True)
         t_pull = statistics.median(sides["corral"])
@@ -235,6 +255,12 @@ def main() -> None:
                 f"{what:16}{mb / ours:11.0f} MB/s{mb / theirs:11.0f} MB/s{theirs / ours:13.2f}x"
                 f"   ({ours:.3f}s vs {theirs:.3f}s, medians of {args.repeats})"
             )
+        # the VM's speed drifts from one pull to the next: each round's curl/corral ratio
+        # (the two ran back to back), then their median
+        paired = statistics.median(
+            c / o for c, o in zip(sides["curl"], sides["corral"], strict=True)
+        )
+        print(f"pull paired_ratio {paired:.2f}x (median of the per-round curl/corral ratios)")
         if args.pull_only:
             return
         print(f"create FROM a {mb:.0f} MB GGUF path: {t_create:.2f}s ({mb / t_create:.0f} MB/s)")
