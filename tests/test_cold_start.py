@@ -28,6 +28,13 @@ def test_server_start_up_skips_the_command_line_and_numpy() -> None:
     assert "gguf.constants" in loaded  # the GGUF reader's type tables, alone
 
 
+def test_early_server_start_loads_nothing_of_the_command_line() -> None:
+    # what ``corral run`` has loaded when it starts a missing server (corral/__main__.py)
+    loaded = _modules_after("import corral.cli.background\nimport corral.config")
+    for heavy in ("httpx", "typer", "rich", "prompt_toolkit", "pydantic", "corral.cli.main"):
+        assert heavy not in loaded, heavy
+
+
 def test_one_shot_cli_skips_the_interactive_prompt() -> None:
     loaded = _modules_after("import corral.cli.main")
     assert "prompt_toolkit" not in loaded

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -21,6 +18,7 @@ import httpx
 import typer
 
 from corral.cli import _output as output
+from corral.cli import background
 from corral.config import Settings
 
 __all__ = ["CliError", "ServerClient", "ServerDown"]
@@ -136,19 +134,9 @@ class ServerClient:
             return False
 
     def start_background_server(self, timeout: float = 60.0) -> Path:
-        """Start ``corral serve`` detached (like the desktop app keeps one), wait for it."""
-        log_dir = Path.home() / ".ollama" / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / "server.log"
-        with log_path.open("ab") as log:
-            subprocess.Popen(
-                [sys.executable, "-m", "corral", "serve"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                env=os.environ.copy(),
-            )
+        """Start ``corral serve`` detached (like the desktop app keeps one), or find the one
+        this process started early (``background.start_early``); wait for it."""
+        log_path = background.spawn()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.is_up():
