@@ -17,13 +17,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["log_path", "spawn", "start_early"]
+__all__ = ["log_path", "spawn", "start_early", "started"]
 
 _started: Path | None = None  # the log of the server this process started, once it has
+_announced = False  # whether started() has given it out
 
 
 def log_path() -> Path:
     return Path.home() / ".ollama" / "logs" / "server.log"
+
+
+def started() -> Path | None:
+    """The log of the server this process started, the first time it is asked after the
+    start (so that it is announced once); None otherwise."""
+    global _announced
+    if _started is None or _announced:
+        return None
+    _announced = True
+    return _started
 
 
 def spawn() -> Path:

@@ -17,6 +17,7 @@ import typer
 
 from corral import __version__
 from corral.cli import _output as output
+from corral.cli import background
 from corral.cli.chat import ChatSettings, chat, parse_think
 from corral.cli.client import CliError, ServerClient, ServerDown, env_settings
 from corral.cli.images import user_message
@@ -113,7 +114,11 @@ def _client(*, autostart: bool = False) -> ServerClient:
                 f"could not connect to a corral server at {client.base_url} (OLLAMA_HOST);"
                 " start one with: corral serve"
             )
-        log = client.start_background_server()
+        client.start_background_server()
+    # a server this process started (just now, or from the entry point before this module
+    # loaded, which may already answer), said once
+    log = background.started()
+    if log is not None:
         output.err(f"started a corral server in the background at {client.base_url} (log: {log})")
     return client
 

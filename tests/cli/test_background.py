@@ -91,7 +91,12 @@ def test_spawn_starts_one_server_per_process(
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr(background, "_started", None)
+    monkeypatch.setattr(background, "_announced", False)
     monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    assert background.started() is None  # none started yet: nothing to announce
     first = background.spawn()
     assert background.spawn() == first == tmp_path / ".ollama" / "logs" / "server.log"
     assert len(started) == 1 and started[0][1:] == ["-m", "corral", "serve"]
+    # the command announces the server once, whether it or the entry point started it
+    assert background.started() == first
+    assert background.started() is None
