@@ -62,11 +62,10 @@ def start_early(argv: list[str]) -> None:
     a plain-HTTP loopback address: start the server now. Anything else (another command, a
     remote or https host, something already listening, an unreadable ``OLLAMA_HOST``) is
     left to the command, which starts a server where it needs one as before."""
-    words = [a for a in argv if not a.startswith("-")]
-    if len(words) < 2 or words[0] != "run" or argv[0] != "run":
+    if argv[:1] != ["run"] or "-h" in argv or "--help" in argv:
         return
-    if any(a in ("-h", "--help") for a in argv):
-        return
+    if not any(not a.startswith("-") for a in argv[1:]):
+        return  # no model named: the command's usage error, no server
     from corral.config import parse_host  # light: the settings module alone
 
     try:
